@@ -1,0 +1,149 @@
+"""The ``fairy`` command: ``fairy edit``, ``fairy demo``, ``fairy timeline``.
+
+Every error the library raises on purpose is printed as one line
+(``fairy: error: ...``) with exit status 2; Ctrl-C cancels cleanly (status 130)
+and leaves no output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from fractions import Fraction
+
+from . import __version__
+from .errors import EditCancelled, FairyError
+
+_EXIT_ERROR = 2
+_EXIT_CANCELLED = 130
+
+
+def _add_edit_options(parser: argparse.ArgumentParser) -> None:
+    from .loading import DEFAULT_MODEL
+
+    parser.add_argument("-i", "--instruction", required=True, help='what to do, e.g. "make it a watercolor painting"')
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, diffusers folder, .safetensors/.ckpt file or builtin:tiny (default {DEFAULT_MODEL})")
+    parser.add_argument("--config", help="diffusers-format folder with the component configs of a single-file --model")
+    parser.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anchors", type=int, default=3, help="anchor frames K (default 3; 0 = per-frame editing)")
+    parser.add_argument("--guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
+    parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per UNet batch (memory, not results)")
+    parser.add_argument("--long-side", type=int, default=512, help="working resolution: longer side in pixels (default 512)")
+    parser.add_argument("--noise", choices=("per_frame", "shared"), default="per_frame", help="initial noise policy")
+    parser.add_argument("--codec", choices=("h264", "prores"), default="h264", help="output codec (default h264)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fairy", description="Instruction-guided video editing with Fairy.")
+    parser.add_argument("--version", action="version", version=f"fairy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    edit = commands.add_parser("edit", help="edit a range of a video file")
+    edit.add_argument("input", type=pathlib.Path, help="source video (never modified)")
+    edit.add_argument("-o", "--output", type=pathlib.Path, required=True, help="edited video to write")
+    edit.add_argument("--start", type=int, default=0, help="first frame (default 0)")
+    edit.add_argument("--frames", type=int, help="number of frames (default: to the end)")
+    _add_edit_options(edit)
+
+    demo = commands.add_parser("demo", help="make a sample clip and edit it")
+    demo.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("fairy-demo"))
+    demo.add_argument("--sample-frames", type=int, default=48, help="length of the generated sample clip")
+    _add_edit_options(demo)
+    demo.set_defaults(instruction="make it a watercolor painting")
+    for action in demo._actions:
+        if action.dest == "instruction":
+            action.required = False
+
+    commands.add_parser("timeline", help="edit clips of an OTIO timeline through a Fairy server", add_help=False)
+    return parser
+
+
+class _ProgressBars:
+    """Two tqdm bars: denoising steps of the anchor pass, then frames done."""
+
+    def __init__(self, total_frames: int):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.total_frames = total_frames
+        self.anchors = None
+        self.frames = None
+
+    def __call__(self, progress) -> None:
+        if progress.phase == "anchors" and progress.anchor_previews is None:
+            if self.anchors is None:
+                self.anchors = self._tqdm(total=progress.total_steps, desc="anchors", unit="step")
+            self.anchors.n = progress.step
+            self.anchors.refresh()
+        elif progress.phase in ("frames", "encoding"):
+            if self.frames is None:
+                self.frames = self._tqdm(total=self.total_frames, desc="frames ", unit="frame")
+            self.frames.n = progress.frames_done
+            self.frames.refresh()
+
+    def close(self) -> None:
+        for bar in (self.anchors, self.frames):
+            if bar is not None:
+                bar.close()
+
+
+def run_edit(args, source: pathlib.Path, output: pathlib.Path, start: int, frames: int | None) -> int:
+    from .editing import EditSettings, check_edit_inputs, edit_video
+    from .loading import load_pipeline
+
+    settings = EditSettings(
+        instruction=args.instruction, steps=args.steps, seed=args.seed, num_anchors=args.anchors,
+        guidance_scale=args.guidance, image_guidance_scale=args.image_guidance, long_side=args.long_side,
+        batch_size=args.batch_size, noise=args.noise, codec=args.codec,
+    )  # fmt: skip
+    # Refuse bad input before spending seconds to minutes loading a model.
+    _, count = check_edit_inputs(source, output, settings, start=start, frames=frames, overwrite=args.overwrite)
+    print(f"loading {args.model} ...", file=sys.stderr)
+    pipe = load_pipeline(args.model, device=args.device, config=args.config)
+    bars = _ProgressBars(count)
+    try:
+        result = edit_video(pipe, source, output, settings, start=start, frames=count, overwrite=args.overwrite, on_progress=bars)
+    finally:
+        bars.close()
+    print(f"wrote {result.output} ({result.frame_count} frames, {result.width}x{result.height} at "
+          f"{float(result.fps):.3f} fps, anchors {list(result.anchor_indices)}) in {result.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def run_demo(args) -> int:
+    from .video import make_test_clip
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    sample = args.out_dir / "sample.mp4"
+    if not sample.exists():
+        make_test_clip(sample, frames=args.sample_frames, width=512, height=384, fps=Fraction(30000, 1001))
+        print(f"made sample clip {sample}", file=sys.stderr)
+    return run_edit(args, sample, args.out_dir / "edited.mp4", 0, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["timeline"]:
+        from fairy_plugin.timeline import main as timeline_main
+
+        return timeline_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "edit":
+            return run_edit(args, args.input, args.output, args.start, args.frames)
+        return run_demo(args)
+    except (EditCancelled, KeyboardInterrupt):
+        print("fairy: cancelled; nothing was written", file=sys.stderr)
+        return _EXIT_CANCELLED
+    except FairyError as exc:
+        print(f"fairy: error: {exc}", file=sys.stderr)
+        return _EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

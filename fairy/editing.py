@@ -1,0 +1,213 @@
+"""Edit a range of a video file: the one call the CLI and the server's workers make.
+
+The clip is streamed, so memory does not grow with its length: the anchor
+frames are read first (random access) and edited together, then the range is
+decoded in order, non-anchor frames are edited batch by batch, and every
+edited frame (anchors at their places) goes straight to the encoder. Frames
+are resized to the model's working size (longer side ``long_side``, aspect
+kept, sides multiples of what the model accepts) and the results back to the
+source size. Noise is drawn per source frame index (see ``fairy.noise``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+from .errors import InvalidInputError, MediaError, OutputExistsError
+
+Phase = Literal["decoding", "anchors", "frames", "encoding"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EditSettings:
+    """What to do to the frames; everything but the instruction has the paper's default."""
+
+    instruction: str
+    steps: int = 10
+    seed: int = 0
+    num_anchors: int = 3
+    guidance_scale: float = 7.5
+    image_guidance_scale: float = 1.5
+    long_side: int = 512
+    batch_size: int = 4
+    noise: Literal["per_frame", "shared"] = "per_frame"
+    codec: Literal["h264", "prores"] = "h264"
+
+
+@dataclasses.dataclass
+class EditProgress:
+    """One progress report. ``anchor_previews`` is set once, when the anchor pass ends."""
+
+    phase: Phase
+    step: int
+    total_steps: int
+    frames_done: int
+    total_frames: int
+    anchor_previews: dict[int, np.ndarray] | None = None  # frame index in the range -> HxWx3 uint8
+
+
+@dataclasses.dataclass(frozen=True)
+class EditResult:
+    output: pathlib.Path
+    frame_count: int
+    fps: Fraction
+    width: int
+    height: int
+    anchor_indices: tuple[int, ...]
+    seconds: float
+
+
+def edit_video(
+    pipe,
+    source: str | pathlib.Path,
+    output: str | pathlib.Path,
+    settings: EditSettings,
+    *,
+    start: int = 0,
+    frames: int | None = None,
+    overwrite: bool = False,
+    on_progress: Callable[[EditProgress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> EditResult:
+    """Edit frames [start, start + frames) of ``source`` into ``output`` (``frames=None``: to the end).
+
+    Raises InvalidInputError / MediaError / OutputExistsError before any work
+    for bad input, EditCancelled when ``should_cancel()`` turns true (checked
+    before every denoising step). ``output`` appears only when complete
+    (written beside it under a temporary name, then renamed); on any failure
+    nothing is left behind. torch.cuda.OutOfMemoryError propagates unchanged so
+    the caller may retry with a smaller ``settings.batch_size``.
+    """
+    from . import video
+    from .pipeline import FairyParams, anchor_indices_for
+
+    began = time.perf_counter()
+    # 1. Check inputs (nothing is read or written before this passes)
+    source, output = pathlib.Path(source), pathlib.Path(output)
+    info, frames = check_edit_inputs(source, output, settings, start=start, frames=frames, overwrite=overwrite)
+    width, height = video.model_size(info.width, info.height, settings.long_side, pipe.size_multiple)
+    params = FairyParams(
+        settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed, settings.noise
+    )
+    report = on_progress or (lambda progress: None)
+
+    def relay(progress) -> None:
+        report(EditProgress(progress.phase, progress.step, progress.total_steps, progress.frames_done, frames))
+
+    # 2. Encode the instruction
+    prompt_embeds = pipe.encode_instruction(settings.instruction, params)
+
+    # 3. Anchor pass
+    anchors = anchor_indices_for(frames, settings.num_anchors)
+    anchor_edits: dict[int, np.ndarray] = {}
+    cache = None
+    if anchors:
+        report(EditProgress("decoding", 0, settings.steps, 0, frames))
+        sources = video.read_frames(source, [start + a for a in anchors])
+        batch = video.resize_frames(np.stack([sources[start + a] for a in anchors]), (width, height))
+        edited, cache = pipe.edit_anchors(
+            batch, [start + a for a in anchors], prompt_embeds, params, total_frames=frames,
+            callback=relay, should_cancel=should_cancel, output_type="uint8",
+        )  # fmt: skip
+        anchor_edits = dict(zip(anchors, edited))
+        report(EditProgress("anchors", settings.steps, settings.steps, len(anchors), frames, dict(anchor_edits)))
+
+    # 4. Frame pass, streamed from the decoder to the encoder
+    audio = (source, start / info.fps, frames / info.fps) if info.has_audio else None
+    with video.VideoWriter(
+        output, fps=info.fps, width=info.width, height=info.height, codec=settings.codec,
+        audio_source=(audio[0], float(audio[1]), float(audio[2])) if audio else None,
+        overwrite=overwrite, expected_frames=frames,
+    ) as writer:  # fmt: skip
+        pending: list[tuple[int, np.ndarray | None]] = []
+        done = len(anchors)
+
+        def flush() -> int:
+            todo = [(i, f) for i, f in pending if f is not None]
+            edited = {}
+            if todo:
+                batch = video.resize_frames(np.stack([f for _, f in todo]), (width, height))
+                out = pipe.edit_frames(
+                    batch, [start + i for i, _ in todo], prompt_embeds, params, cache,
+                    frames_done=done, total_frames=frames, callback=relay, should_cancel=should_cancel,
+                    output_type="uint8",
+                )  # fmt: skip
+                edited = dict(zip((i for i, _ in todo), out))
+            for i, _ in pending:
+                frame = anchor_edits[i] if i in anchor_edits else edited[i]
+                writer.write(video.resize_frames(frame[None], (info.width, info.height))[0])
+            pending.clear()
+            return len(todo)
+
+        for offset, frame in enumerate(video.iter_frames(source, start, frames)):
+            pending.append((offset, None if offset in anchor_edits else frame))
+            if sum(f is not None for _, f in pending) >= settings.batch_size:
+                done += flush()
+        done += flush()
+        report(EditProgress("encoding", settings.steps, settings.steps, frames, frames))
+
+    return EditResult(
+        output=output, frame_count=frames, fps=info.fps, width=info.width, height=info.height,
+        anchor_indices=tuple(start + a for a in anchors), seconds=time.perf_counter() - began,
+    )  # fmt: skip
+
+
+def check_edit_inputs(
+    source: pathlib.Path,
+    output: pathlib.Path,
+    settings: EditSettings,
+    *,
+    start: int,
+    frames: int | None,
+    overwrite: bool,
+):
+    """Validate an edit before any work; returns the source's VideoInfo and the frame count."""
+    from . import video
+
+    if not settings.instruction or not settings.instruction.strip():
+        raise InvalidInputError("the instruction is empty: say what the edit should do, e.g. -i 'make it a watercolor painting'")
+    if settings.steps < 1:
+        raise InvalidInputError(f"steps must be at least 1, got {settings.steps}")
+    if settings.num_anchors < 0:
+        raise InvalidInputError(f"anchors must be 0 (per-frame editing) or more, got {settings.num_anchors}")
+    if settings.batch_size < 1:
+        raise InvalidInputError(f"batch size must be at least 1, got {settings.batch_size}")
+    if settings.codec not in ("h264", "prores"):
+        raise InvalidInputError(f"unknown output codec {settings.codec!r}: use h264 or prores")
+    if settings.noise not in ("per_frame", "shared"):
+        raise InvalidInputError(f"unknown noise policy {settings.noise!r}: use per_frame or shared")
+    if not source.exists():
+        raise MediaError(f"input file not found: {source}")
+    if not source.is_file():
+        raise MediaError(f"input is not a file: {source}")
+    if not os.access(source, os.R_OK):
+        raise MediaError(f"input file is not readable: {source}")
+    if output.resolve() == source.resolve() or (output.exists() and os.path.samefile(output, source)):
+        raise OutputExistsError(f"the output {output} is the input itself; originals are never overwritten")
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"output file already exists: {output} (pass --overwrite to replace it)")
+    if not output.parent.is_dir():
+        raise MediaError(f"output folder does not exist: {output.parent}")
+    if start < 0:
+        raise InvalidInputError(f"start frame must be 0 or more, got {start}")
+    if frames is not None and frames <= 0:
+        raise InvalidInputError("zero frames to edit: --frames must be 1 or more" if frames == 0 else f"frame count must be positive, got {frames}")
+    info = video.probe(source)
+    if start >= info.frame_count:
+        raise InvalidInputError(f"start frame {start} is past the end of {source.name}, which has {info.frame_count} frames")
+    if frames is None:
+        frames = info.frame_count - start
+    if start + frames > info.frame_count:
+        raise InvalidInputError(
+            f"frames {start}..{start + frames - 1} run past the end of {source.name}, which has {info.frame_count} "
+            f"frames (0..{info.frame_count - 1})"
+        )
+    return info, frames

@@ -1,0 +1,121 @@
+"""Load an InstructPix2Pix-format model as a FairyPipeline.
+
+A model is named by one of:
+
+* a Hugging Face hub id, e.g. ``timbrooks/instruct-pix2pix`` (the default),
+  downloaded by diffusers into the user's cache on first use;
+* a local diffusers folder (``model_index.json`` with ``unet/``, ``vae/``,
+  ``text_encoder/``, ``tokenizer/`` and ``scheduler/``);
+* a single ``.safetensors`` / ``.ckpt`` checkpoint in the original Stable
+  Diffusion layout (``fairy.single_file``), with an optional diffusers-format
+  ``config`` folder for the component configs;
+* ``builtin:tiny``: a tiny random-weight model for tests and smoke runs.
+
+Whatever the model ships as its scheduler, the pipeline samples with Euler
+Ancestral (the paper's sampler) configured from the model's scheduler config.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import torch
+
+from .errors import ModelLoadError
+
+__all__ = ["DEFAULT_MODEL", "load_pipeline", "pick_device"]
+
+DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The caller's device, else CUDA when available, else the CPU."""
+    if device:
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} was asked for, but this PyTorch sees no CUDA GPU")
+        return chosen
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _components_from_pretrained(source: str, dtype: torch.dtype, local_files_only: bool | None) -> dict:
+    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kwargs = {"local_files_only": local_files_only} if local_files_only is not None else {}
+    return {
+        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kwargs),
+        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kwargs),
+        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype, **kwargs),
+        "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs),
+        "scheduler": EulerAncestralDiscreteScheduler.from_pretrained(source, subfolder="scheduler", **kwargs),
+    }
+
+
+def load_pipeline(
+    model: str = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    config: str | None = None,
+    local_files_only: bool | None = None,
+):
+    """Load ``model`` (see the module doc) on ``device`` (fp16 on CUDA, fp32 elsewhere unless ``dtype``).
+
+    Raises ModelLoadError with one line naming the problem and the alternatives.
+    """
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from .pipeline import FairyPipeline
+
+    target = pick_device(device)
+    dtype = dtype or (torch.float16 if target.type == "cuda" else torch.float32)
+    path = pathlib.Path(model).expanduser()
+    if model == "builtin:tiny":
+        from .tiny import build_tiny_components
+
+        components = build_tiny_components()
+    elif path.suffix.lower() in _SINGLE_FILE_SUFFIXES:
+        from .single_file import load_components_from_single_file
+
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        components = load_components_from_single_file(path, config=config, torch_dtype=dtype)
+    elif path.is_dir():
+        if not (path / "unet").is_dir():
+            raise ModelLoadError(f"{path} is not a diffusers model folder (it has no unet/ subfolder)")
+        try:
+            components = _components_from_pretrained(str(path), dtype, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the model folder {path}: {_first_line(exc)}") from exc
+    elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        try:
+            components = _components_from_pretrained(model, dtype, local_files_only)
+        except Exception as exc:  # hub errors come as OSError, HTTP and connection errors of several kinds
+            raise ModelLoadError(
+                f"cannot load model {model!r}: it is not in the local Hugging Face cache and the hub could not "
+                f"be reached ({_first_line(exc)}); pass a local diffusers folder or a .safetensors/.ckpt file instead"
+            ) from exc
+    else:
+        raise ModelLoadError(
+            f"no model at {model!r}: give a hub id (owner/name), a diffusers folder, a .safetensors/.ckpt file "
+            "or builtin:tiny"
+        )
+    scheduler = components["scheduler"]
+    if not isinstance(scheduler, EulerAncestralDiscreteScheduler):
+        components["scheduler"] = EulerAncestralDiscreteScheduler.from_config(scheduler.config)
+    pipe = FairyPipeline(**components)
+    if pipe.unet.dtype != dtype:  # only the built-in model is made in fp32 whatever was asked
+        pipe.to(dtype=dtype)
+    pipe.to(target)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

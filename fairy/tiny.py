@@ -1,0 +1,97 @@
+"""A tiny, random-weight InstructPix2Pix-shaped model, built offline in seconds.
+
+It edits nothing meaningfully; it exists so tests, benchmarks and smoke runs
+exercise the real diffusers components (8-input-channel UNet, KL VAE, CLIP
+text encoder and tokenizer, Euler Ancestral) without a download. Load it as
+the model id ``builtin:tiny``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tempfile
+
+TINY_MODEL_ID = "builtin:tiny"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # CLIP's byte-level alphabet: printable bytes map to themselves, the rest
+    # to code points above 255 (the standard GPT-2/CLIP table).
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def build_tiny_tokenizer():
+    """A CLIPTokenizer with a byte-level vocabulary and no merges (one token per character)."""
+    from transformers import CLIPTokenizer
+
+    alphabet = list(_bytes_to_unicode().values())
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = pathlib.Path(tmp, "vocab.json")
+        merges = pathlib.Path(tmp, "merges.txt")
+        vocab.write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+        merges.write_text("#version: 0.2\n", encoding="utf-8")
+        return CLIPTokenizer(str(vocab), str(merges), model_max_length=32)
+
+
+def build_tiny_components(seed: int = 0, block_out_channels: tuple[int, ...] = (32, 64)) -> dict:
+    """The five components of a tiny InstructPix2Pix, with weights drawn from ``seed``."""
+    import torch
+    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    levels = len(block_out_channels)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=8,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * levels,
+        up_block_types=("CrossAttnUpBlock2D",) * levels,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        # Four levels like Stable Diffusion's VAE: 8x downscaling, so latents
+        # (and the cost of every test) stay small.
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
+    for model in (unet, vae, text_encoder):
+        model.eval()  # as from_pretrained leaves them
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}

@@ -1,0 +1,1 @@
+"""Generated Python code for the Fairy wire contract (``proto/fairy/v1/fairy.proto``)."""
