@@ -48,7 +48,7 @@ class AnchorCache:
     ``meta`` it is all a worker needs to edit any frame of the clip.
     """
 
-    def __init__(self, store: str = "hidden", meta: dict | None = None):
+    def __init__(self, store: str = "kv", meta: dict | None = None):
         if store not in _STORES:
             raise ValueError(f"AnchorCache store must be one of {_STORES}, got {store!r}")
         self.store = store

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-from fractions import Fraction
 
 from . import __version__
 from .errors import EditCancelled, FairyError
@@ -24,15 +23,12 @@ def _add_edit_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("-i", "--instruction", required=True, help='what to do, e.g. "make it a watercolor painting"')
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, diffusers folder, .safetensors/.ckpt file or builtin:tiny (default {DEFAULT_MODEL})")
-    parser.add_argument("--config", help="diffusers-format folder with the component configs of a single-file --model")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anchors", type=int, default=3, help="anchor frames K (default 3; 0 = per-frame editing)")
     parser.add_argument("--guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
     parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per UNet batch (memory, not results)")
     parser.add_argument("--long-side", type=int, default=512, help="working resolution: longer side in pixels (default 512)")
-    parser.add_argument("--noise", choices=("per_frame", "shared"), default="per_frame", help="initial noise policy")
     parser.add_argument("--codec", choices=("h264", "prores"), default="h264", help="output codec (default h264)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -49,10 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--start", type=int, default=0, help="first frame (default 0)")
     edit.add_argument("--frames", type=int, help="number of frames (default: to the end)")
     _add_edit_options(edit)
+    edit.add_argument("--config", help="diffusers-format folder with the component configs of a single-file --model")
+    edit.add_argument("--batch-size", type=int, default=4, help="frames per UNet batch (memory, not results)")
+    edit.add_argument("--noise", choices=("shared", "per_frame"), default="shared",
+                      help="initial noise: one latent shared by all frames (default) or one per frame")
 
-    demo = commands.add_parser("demo", help="make a sample clip and edit it")
+    demo = commands.add_parser(
+        "demo", help="the whole path: sample timeline -> fairy-server -> plugin core -> relinked timeline"
+    )
     demo.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("fairy-demo"))
-    demo.add_argument("--sample-frames", type=int, default=48, help="length of the generated sample clip")
+    demo.add_argument("--sample-frames", type=int, default=48, help="length of each generated sample shot")
     _add_edit_options(demo)
     demo.set_defaults(instruction="make it a watercolor painting")
     for action in demo._actions:
@@ -115,17 +117,6 @@ def run_edit(args, source: pathlib.Path, output: pathlib.Path, start: int, frame
     return 0
 
 
-def run_demo(args) -> int:
-    from .video import make_test_clip
-
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    sample = args.out_dir / "sample.mp4"
-    if not sample.exists():
-        make_test_clip(sample, frames=args.sample_frames, width=512, height=384, fps=Fraction(30000, 1001))
-        print(f"made sample clip {sample}", file=sys.stderr)
-    return run_edit(args, sample, args.out_dir / "edited.mp4", 0, None)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["timeline"]:
@@ -136,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "edit":
             return run_edit(args, args.input, args.output, args.start, args.frames)
+        from .demo import run_demo
+
         return run_demo(args)
     except (EditCancelled, KeyboardInterrupt):
         print("fairy: cancelled; nothing was written", file=sys.stderr)

@@ -38,7 +38,7 @@ class EditSettings:
     image_guidance_scale: float = 1.5
     long_side: int = 512
     batch_size: int = 4
-    noise: Literal["per_frame", "shared"] = "per_frame"
+    noise: Literal["per_frame", "shared"] = "shared"
     codec: Literal["h264", "prores"] = "h264"
 
 

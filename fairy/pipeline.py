@@ -46,7 +46,7 @@ class FairyParams:
     guidance_scale: float = 7.5
     image_guidance_scale: float = 1.5
     seed: int = 0
-    noise: NoisePolicy = "per_frame"
+    noise: NoisePolicy = "shared"
 
     @property
     def num_branches(self) -> int:
@@ -319,7 +319,7 @@ class FairyPipeline(DiffusionPipeline):
         anchor_indices: Sequence[int] | None = None,
         batch_size: int = 4,
         seed: int = 0,
-        noise: NoisePolicy = "per_frame",
+        noise: NoisePolicy = "shared",
         frame_indices: Sequence[int] | None = None,
         order: Sequence[int] | None = None,
         callback: Callback | None = None,
@@ -334,8 +334,9 @@ class FairyPipeline(DiffusionPipeline):
             num_anchors: K uniformly spaced anchors (0: plain per-frame editing).
             anchor_indices: explicit anchor positions (overrides ``num_anchors``).
             batch_size: frames per UNet batch in the frame pass (memory, not results).
-            seed, noise: each frame's noise comes from (seed, its index); ``"shared"``
-                starts every frame from the same initial latent.
+            seed, noise: each frame's noise comes from (seed, its index); with ``"shared"``
+                (the default) every frame starts from one initial latent drawn from the seed,
+                with ``"per_frame"`` from its own. Ancestral noise is per frame either way.
             frame_indices: the frames' indices for noise (default 0..T-1), e.g. their
                 positions in the source media.
             order: the order to process the non-anchor frames in (default: input order).

@@ -56,7 +56,7 @@ def test_per_frame_parity_with_diffusers_instruct_pix2pix():
         guidance_scale=7.5, image_guidance_scale=1.5, generator=torch.Generator().manual_seed(frame_seed(seed, 0)),
         output_type="np",
     ).images  # fmt: skip
-    got = ours(frame, "turn it into a robot", num_inference_steps=4, num_anchors=0, seed=seed).frames
+    got = ours(frame, "turn it into a robot", num_inference_steps=4, num_anchors=0, seed=seed, noise="per_frame").frames
     assert got.shape == expected.shape == (1, 32, 48, 3)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
@@ -72,14 +72,15 @@ def test_batch_size_and_order_do_not_change_frames(tiny_pipe, num_anchors):
         assert np.abs(other - reference).max() <= BATCH_ROUNDING_BOUND, kwargs
 
 
-def test_noise_depends_on_frame_index_not_position(tiny_pipe):
+@pytest.mark.parametrize("noise", ["per_frame", "shared"])
+def test_noise_depends_on_frame_index_not_position(tiny_pipe, noise):
     clip = _clip(5)
-    full = _edit(tiny_pipe, clip, num_anchors=0, batch_size=5).frames
+    full = _edit(tiny_pipe, clip, num_anchors=0, batch_size=5, noise=noise).frames
     # The same pixels given as one frame with its original index reproduce that frame.
-    alone = _edit(tiny_pipe, clip[3:4], num_anchors=0, frame_indices=[3]).frames
+    alone = _edit(tiny_pipe, clip[3:4], num_anchors=0, frame_indices=[3], noise=noise).frames
     assert np.abs(alone[0] - full[3]).max() <= BATCH_ROUNDING_BOUND
-    # ... and with another index they do not.
-    moved = _edit(tiny_pipe, clip[3:4], num_anchors=0, frame_indices=[4]).frames
+    # ... and with another index they do not (its ancestral noise differs under both policies).
+    moved = _edit(tiny_pipe, clip[3:4], num_anchors=0, frame_indices=[4], noise=noise).frames
     assert np.abs(moved[0] - full[3]).max() > 10 * BATCH_ROUNDING_BOUND
 
 

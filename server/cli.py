@@ -1,0 +1,134 @@
+"""``fairy-server``: run the editing server.
+
+    fairy-server                                   # 127.0.0.1:50151, builtin default model
+    fairy-server --model builtin:tiny --media-root ~/Videos
+    fairy-server --address 0.0.0.0:50151 --token-file token.txt --tls-cert cert.pem --tls-key key.pem
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import signal
+import sys
+import tempfile
+import threading
+
+from . import __version__
+from .config import DEFAULT_ADDRESS, DEFAULT_MODEL, Defaults, Limits, ServerConfig
+from .paths import resolve_media_roots
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+_TOKEN_ENV = "FAIRY_SERVER_TOKEN"
+
+
+def _default_data_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return pathlib.Path(base) / "fairy-server"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    limits, defaults = Limits(), Defaults()
+    p = argparse.ArgumentParser(prog="fairy-server", description="Run the Fairy editing server (gRPC, fairy.v1).")
+    p.add_argument("--version", action="version", version=f"fairy-server {__version__}")
+    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"HOST:PORT to listen on (default {DEFAULT_ADDRESS}; port 0 picks a free one)")
+    p.add_argument("--data-dir", type=pathlib.Path, default=_default_data_dir(), help="job database, uploads and results (default %(default)s)")
+    p.add_argument("--results-dir", type=pathlib.Path, default=None, help="where results go (default DATA_DIR/results)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="the model loaded at start and used when a request names none (default %(default)s)")
+    p.add_argument("--allow-model", action="append", default=[], metavar="MODEL", help="another model requests may name (repeatable)")
+    p.add_argument("--devices", default="auto", help='"auto" (one worker per CUDA device, else the CPU), "cpu", or "cuda:0,cuda:1"')
+    p.add_argument("--media-root", action="append", default=[], type=pathlib.Path, metavar="FOLDER",
+                   help="a folder whose media requests may name by path (repeatable; none: uploads only)")
+    p.add_argument("--token-file", type=pathlib.Path, help=f"file holding the bearer token clients must send (or set {_TOKEN_ENV})")
+    p.add_argument("--tls-cert", type=pathlib.Path, help="PEM certificate chain for TLS")
+    p.add_argument("--tls-key", type=pathlib.Path, help="PEM private key for TLS")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without token and TLS")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="frames denoised at once (halved on out-of-memory)")
+    p.add_argument("--max-frames", type=int, default=limits.max_frames)
+    p.add_argument("--max-pixels", type=int, default=limits.max_pixels)
+    p.add_argument("--max-instruction-length", type=int, default=limits.max_instruction_length)
+    p.add_argument("--max-upload-bytes", type=int, default=limits.max_upload_bytes)
+    p.add_argument("--max-message-bytes", type=int, default=limits.max_message_bytes)
+    p.add_argument("--max-queued-jobs", type=int, default=limits.max_queued_jobs)
+    p.add_argument("--rpc-threads", type=int, default=128, help="concurrent calls served (each open WatchJob holds one)")
+    p.add_argument("--port-file", type=pathlib.Path, help="write the bound port here once listening (for scripts using port 0)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    token = None
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+        if not token:
+            raise ValueError(f"{args.token_file} is empty")
+        if os.name == "posix" and args.token_file.stat().st_mode & 0o077:
+            logging.getLogger("fairy_server").warning(
+                "%s is readable by other users; chmod 600 it", args.token_file
+            )
+    elif os.environ.get(_TOKEN_ENV):
+        token = os.environ[_TOKEN_ENV].strip()
+    for flag in ("batch_size", "max_frames", "max_pixels", "max_instruction_length", "max_upload_bytes", "max_message_bytes", "max_queued_jobs", "rpc_threads"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    limits = Limits(
+        max_frames=args.max_frames,
+        max_pixels=args.max_pixels,
+        max_instruction_length=args.max_instruction_length,
+        max_upload_bytes=args.max_upload_bytes,
+        max_message_bytes=args.max_message_bytes,
+        max_queued_jobs=args.max_queued_jobs,
+    )
+    return ServerConfig(
+        data_dir=args.data_dir.expanduser().resolve(),
+        address=args.address,
+        model=args.model,
+        allowed_models=tuple(args.allow_model),
+        devices=args.devices,
+        media_roots=resolve_media_roots(args.media_root),
+        results_dir=args.results_dir.expanduser().resolve() if args.results_dir else None,
+        token=token,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure=args.insecure,
+        limits=limits,
+        defaults=Defaults(batch_size=args.batch_size),
+        rpc_threads=args.rpc_threads,
+    )
+
+
+def _write_port(path: pathlib.Path, port: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".port-")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .app import FairyServer, SecurityError
+
+    try:
+        config = config_from_args(args)
+        server = FairyServer(config)
+    except (ValueError, OSError, RuntimeError, SecurityError) as exc:
+        print(f"fairy-server: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    if args.port_file:
+        _write_port(args.port_file, server.port)
+    code = 0
+    while not stop.wait(0.5):
+        if server.manager.fatal_error:
+            print(f"fairy-server: {server.manager.fatal_error}", file=sys.stderr)
+            code = 1
+            break
+    server.stop()
+    return code

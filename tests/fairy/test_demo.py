@@ -1,0 +1,29 @@
+"""`fairy demo`, the README's main job: sample timeline -> real fairy-server -> plugin core -> relinked timeline."""
+
+from __future__ import annotations
+
+import pathlib
+
+import opentimelineio as otio
+
+from fairy.cli import main
+from fairy.video import probe
+
+
+def test_demo_runs_the_whole_path(tmp_path):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out-dir", str(out), "--model", "builtin:tiny", "--device", "cpu", "--steps", "2",
+                 "--long-side", "64", "--sample-frames", "12", "-i", "make it snowy"])  # fmt: skip
+    assert code == 0
+    source = otio.adapters.read_from_file(str(out / "sample.otio"))
+    edited = otio.adapters.read_from_file(str(out / "sample_edit.otio"))
+    assert len(edited.video_tracks()) == 2
+    originals = source.video_tracks()[0].find_clips()
+    results = edited.video_tracks()[1].find_clips()
+    assert len(results) == len(originals) == 2
+    for original, result in zip(originals, results):
+        assert result.range_in_parent() == original.range_in_parent()
+        rendered = pathlib.Path(otio.url_utils.filepath_from_url(result.media_reference.target_url))
+        assert rendered.parent == out / "sample_edit_fairy"
+        assert probe(rendered).frame_count == original.source_range.duration.to_frames()
+        assert result.metadata["fairy"]["instruction"] == "make it snowy"

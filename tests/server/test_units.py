@@ -1,0 +1,197 @@
+"""Plain modules without a server: path policy, uploads, security policy, the worker's job function."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+import numpy as np
+import opentimelineio as otio
+import pytest
+
+from fairy_server.app import SecurityError, check_security, is_loopback
+from fairy_server.config import ServerConfig
+from fairy_server.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, ResourceExhaustedError
+from fairy_server.jobs import JobState
+from fairy_server.messages import JobTask
+from fairy_server.paths import resolve_media_path
+from fairy_server.uploads import UploadStore
+from fairy_server.work import PipelineCache, encode_preview, phase_fraction, run_job
+
+from test_store import _plan
+
+
+@pytest.mark.parametrize(
+    "address, loopback",
+    [("127.0.0.1:50151", True), ("localhost:1", True), ("[::1]:5", True), ("127.8.9.1:5", True),
+     ("0.0.0.0:50151", False), ("[::]:1", False), ("192.168.1.4:1", False), ("example.com:1", False)],
+)
+def test_is_loopback(address, loopback):
+    assert is_loopback(address) is loopback
+
+
+def test_non_loopback_needs_token_and_tls_or_insecure(tmp_path):
+    base = dict(data_dir=tmp_path, address="0.0.0.0:50151")
+    with pytest.raises(SecurityError, match="token.*TLS"):
+        check_security(ServerConfig(**base))
+    with pytest.raises(SecurityError, match="TLS"):
+        check_security(ServerConfig(**base, token="t"))
+    with pytest.raises(SecurityError, match="both"):
+        check_security(ServerConfig(**base, token="t", tls_cert=tmp_path / "c.pem"))
+    check_security(ServerConfig(**base, token="t", tls_cert=tmp_path / "c", tls_key=tmp_path / "k"))
+    check_security(ServerConfig(**base, insecure=True))
+    check_security(ServerConfig(data_dir=tmp_path, address="127.0.0.1:0"))
+
+
+def test_media_path_policy(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.mp4").write_bytes(b"x")
+    (root / "a.txt").write_bytes(b"x")
+    outside = tmp_path / "out.mp4"
+    outside.write_bytes(b"x")
+    (root / "escape.mp4").symlink_to(outside)
+    (root / "inside-link.mp4").symlink_to(root / "a.mp4")
+    roots = (root.resolve(),)
+    assert resolve_media_path(str(root / "a.mp4"), roots) == (root / "a.mp4").resolve()
+    assert resolve_media_path(str(root / "inside-link.mp4"), roots) == (root / "a.mp4").resolve()
+    with pytest.raises(PermissionDeniedError):
+        resolve_media_path(str(root / "escape.mp4"), roots)
+    with pytest.raises(PermissionDeniedError):
+        resolve_media_path(str(outside), roots)
+    with pytest.raises(PermissionDeniedError, match="no local media"):
+        resolve_media_path(str(root / "a.mp4"), ())
+    with pytest.raises(InvalidRequestError, match="video"):
+        resolve_media_path(str(root / "a.txt"), roots)
+    with pytest.raises(InvalidRequestError, match=r"\.\."):
+        resolve_media_path(str(root / ".." / "root" / "a.mp4"), roots)
+    with pytest.raises(InvalidRequestError, match="NUL"):
+        resolve_media_path(str(root / "a.mp4") + "\x00", roots)
+    with pytest.raises(NotFoundError):
+        resolve_media_path(str(root / "b.mp4"), roots)
+
+
+def test_uploads_are_checked_and_atomic(tmp_path):
+    store = UploadStore(tmp_path / "up", max_bytes=1000)
+    data = b"0123456789" * 10
+    sha = hashlib.sha256(data).hexdigest()
+    writer = store.begin("clip.mov", len(data), sha)
+    writer.write(data[:50])
+    assert not list((tmp_path / "up").glob("*/clip.mov"))  # nothing visible mid-upload
+    writer.write(data[50:])
+    assert writer.commit() == sha
+    assert store.path_of(sha).read_bytes() == data
+    with pytest.raises(ResourceExhaustedError):
+        store.begin("clip.mov", 1001, sha)
+    writer = store.begin("clip.mov", len(data), sha)
+    with pytest.raises(InvalidRequestError, match="larger"):
+        writer.write(data + b"x")
+    writer.abort()
+    with pytest.raises(NotFoundError):
+        store.path_of("f" * 64)
+    with pytest.raises(InvalidRequestError):
+        store.path_of("../../etc")
+    assert [p.name for p in (tmp_path / "up").iterdir()] == [sha]
+
+
+class _Reporter:
+    def __init__(self):
+        self.events = []
+
+    def phase(self, state):
+        self.events.append(("phase", state))
+
+    def progress(self, *args):
+        self.events.append(("progress", args))
+
+    def previews(self, previews):
+        self.events.append(("previews", previews))
+
+    def batch_size(self, n):
+        self.events.append(("batch", n))
+
+
+def _fake_edit(fail_times: int = 0, error: BaseException | None = None, record: list | None = None):
+    """Stands in for fairy.editing.edit_video: writes a file, reports progress, or raises."""
+    import torch
+    from fairy.editing import EditProgress
+
+    state = {"calls": 0}
+
+    def edit(pipe, source, output, settings, *, start, frames, overwrite, on_progress, should_cancel):
+        state["calls"] += 1
+        if record is not None:
+            record.append(settings.batch_size)
+        if state["calls"] <= fail_times:
+            raise torch.cuda.OutOfMemoryError("injected")
+        if error is not None:
+            raise error
+        on_progress(EditProgress("anchors", 1, 1, 0, frames, {0: np.zeros((8, 12, 3), np.uint8)}))
+        on_progress(EditProgress("frames", 1, 1, frames, frames))
+        pathlib.Path(output).write_bytes(b"video")
+
+    return edit
+
+
+def _task(tmp_path, batch=4) -> JobTask:
+    return JobTask(1, "job-1", _plan(source=str(tmp_path / "clip.mp4")), batch, str(tmp_path / "results"))
+
+
+def test_run_job_publishes_video_and_sidecar_together(tmp_path):
+    reporter = _Reporter()
+    loads = []
+    cache = PipelineCache(lambda m: loads.append(m) or object())
+    outcome = run_job(_task(tmp_path), cache, reporter, edit_fn=_fake_edit())
+    run_job(_task(tmp_path), cache, reporter, edit_fn=_fake_edit())
+    assert loads == ["builtin:tiny"]  # loaded once, reused
+    assert outcome.state == JobState.DONE and outcome.batch_size == 4
+    video, sidecar = pathlib.Path(outcome.result_path), pathlib.Path(outcome.sidecar_path)
+    assert video.parent == tmp_path / "results" / "job-1" and video.read_bytes() == b"video"
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["job-1"]
+    timeline = otio.adapters.read_from_file(str(sidecar))
+    assert timeline.find_clips()[0].metadata["fairy"]["job_id"] == "job-1"
+    phases = [e[1] for e in reporter.events if e[0] == "phase"]
+    assert phases[:3] == [JobState.LOADING_MODEL, JobState.ANCHORS, JobState.FRAMES]
+    (previews,) = [e[1] for e in reporter.events if e[0] == "previews"][:1]
+    assert previews[0].frame_index == 1 and previews[0].jpeg[:2] == b"\xff\xd8"
+
+
+def test_out_of_memory_halves_the_batch_then_succeeds(tmp_path):
+    batches: list[int] = []
+    reporter = _Reporter()
+    outcome = run_job(_task(tmp_path), PipelineCache(lambda m: object()), reporter, edit_fn=_fake_edit(2, record=batches))
+    assert batches == [4, 2, 1] and outcome.state == JobState.DONE and outcome.batch_size == 1
+    assert [e[1] for e in reporter.events if e[0] == "batch"] == [2, 1]
+
+
+def test_out_of_memory_at_one_frame_is_resource_exhausted(tmp_path):
+    batches: list[int] = []
+    outcome = run_job(_task(tmp_path, batch=3), PipelineCache(lambda m: object()), _Reporter(), edit_fn=_fake_edit(99, record=batches))
+    assert batches == [3, 1]
+    assert outcome.state == JobState.FAILED and outcome.error_code == "RESOURCE_EXHAUSTED"
+    assert not (tmp_path / "results" / "job-1").exists() and not list((tmp_path / "results").iterdir())
+
+
+def test_cancel_and_failures_leave_nothing(tmp_path):
+    from fairy.errors import EditCancelled, MediaError
+
+    cache = PipelineCache(lambda m: object())
+    for error, state, code in [
+        (EditCancelled("stop"), JobState.CANCELLED, ""),
+        (MediaError("cannot decode clip.mp4"), JobState.FAILED, "INVALID_ARGUMENT"),
+        (ZeroDivisionError("bug"), JobState.FAILED, "INTERNAL"),
+    ]:
+        outcome = run_job(_task(tmp_path), cache, _Reporter(), edit_fn=_fake_edit(error=error))
+        assert (outcome.state, outcome.error_code) == (state, code)
+        assert not list((tmp_path / "results").iterdir())
+    cancelled = run_job(_task(tmp_path), cache, _Reporter(), should_cancel=lambda: True, edit_fn=_fake_edit())
+    assert cancelled.state == JobState.CANCELLED
+
+
+def test_phase_fraction_and_preview():
+    assert phase_fraction("decoding", 0, 2, 0, 10) == 0.0
+    assert phase_fraction("anchors", 2, 2, 0, 10) == 0.25
+    assert phase_fraction("frames", 0, 2, 10, 10) == 0.95
+    assert phase_fraction("encoding", 1, 1, 10, 10) == 1.0
+    preview = encode_preview(5, np.full((600, 300, 3), 200, np.uint8))
+    assert (preview.width, preview.height) == (128, 256) and preview.frame_index == 5
