@@ -64,6 +64,31 @@ def main() -> None:
     for store in ("hidden", "kv"):
         print(f"frame with 1 anchor ({store}) over frame alone: {timings[store][1] / per_frame_only:.3f} "
               f"({per_frame_only:.1f} s alone)")
+    unet_call_ratios(pipe, clip, embeds)
+
+
+@torch.no_grad()
+def unet_call_ratios(pipe: FairyPipeline, clip: np.ndarray, embeds: torch.Tensor, anchors: int = 3) -> None:
+    """One UNet call for one frame (3 branches) reading K = 3 anchors, over the same call without anchors."""
+    latents = pipe._encode_frames(clip[:1])
+    branches = embeds.shape[0]
+    sample = torch.cat([torch.randn_like(latents).repeat(branches, 1, 1, 1), latents.repeat(branches, 1, 1, 1)], 1)
+    t = pipe.scheduler.timesteps[0] if len(pipe.scheduler.timesteps) else torch.tensor(999)
+    for store in ("hidden", "kv"):
+        pipe.use_cache_store(store)
+        cache = pipe.anchor_cache
+        cache.set_pass("write", step=0, num_branches=branches)
+        anchor_sample = torch.cat([sample[b:b + 1].repeat(anchors, 1, 1, 1) for b in range(branches)])
+        pipe.unet(anchor_sample, t, encoder_hidden_states=embeds.repeat_interleave(anchors, 0))
+        timings = {}
+        for mode in ("off", "read", "off", "read"):
+            cache.set_pass(mode, step=0, num_branches=branches)
+            began = time.perf_counter()
+            pipe.unet(sample, t, encoder_hidden_states=embeds)
+            timings[mode] = min(timings.get(mode, float("inf")), time.perf_counter() - began)
+        cache.set_pass("off")
+        print(f"one UNet call, 1 frame x {branches} branches, reading K={anchors} anchors ({store}) over none: "
+              f"{timings['read'] / timings['off']:.3f} ({timings['off']:.1f} s without)")
 
 
 if __name__ == "__main__":

@@ -121,15 +121,18 @@ class FairyServer:
         reflection.enable_server_reflection(
             (_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
         )
-        if config.tls_cert is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(pathlib.Path(config.tls_key).read_bytes(), pathlib.Path(config.tls_cert).read_bytes())]
-            )
-            self.port = server.add_secure_port(config.address, credentials)
-        else:
-            self.port = server.add_insecure_port(config.address)
+        try:
+            if config.tls_cert is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(pathlib.Path(config.tls_key).read_bytes(), pathlib.Path(config.tls_cert).read_bytes())]
+                )
+                self.port = server.add_secure_port(config.address, credentials)
+            else:
+                self.port = server.add_insecure_port(config.address)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise RuntimeError(f"cannot listen on {config.address}")
+            raise RuntimeError(f"cannot listen on {config.address} (is another program using that port?)")
         return server
 
     def _set_health(self, serving: bool) -> None:

@@ -109,6 +109,8 @@ class LocalProcessBackend:
             workers = list(self._workers.values())
         for w in workers:
             try:
+                if w.running is not None:  # stop at the next denoising step; nothing is published
+                    w.cancel_seq.value = w.running.seq
                 w.tasks.put(None)
             except (OSError, ValueError):
                 pass

@@ -1,6 +1,6 @@
 """``fairy-server``: run the editing server.
 
-    fairy-server                                   # 127.0.0.1:50151, builtin default model
+    fairy-server                                   # 127.0.0.1:50151, the library's default model
     fairy-server --model builtin:tiny --media-root ~/Videos
     fairy-server --address 0.0.0.0:50151 --token-file token.txt --tls-cert cert.pem --tls-key key.pem
 """

@@ -6,7 +6,9 @@ import dataclasses
 import pathlib
 
 DEFAULT_ADDRESS = "127.0.0.1:50151"
-DEFAULT_MODEL = "builtin:tiny"
+# fairy.loading.DEFAULT_MODEL, repeated so the parent process never imports the
+# model library's heavy modules (a test keeps the two equal).
+DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,9 +9,9 @@ restart a job starts over anyway.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
-import queue
 import shutil
 import threading
 import time
@@ -56,28 +56,38 @@ class JobView:
 
 
 class JobSubscription:
-    """Every change of one job, as JobViews in order (for WatchJob)."""
+    """Every state change of one job, in order, plus its latest progress (for WatchJob).
+
+    Consecutive views in the same state are merged as they arrive, so a client
+    that reads slowly holds at most one view per state, not one per step.
+    """
 
     def __init__(self, manager: "JobManager", job_id: str):
         self.job_id = job_id
         self._manager = manager
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready = threading.Condition()
+        self._views: collections.deque[JobView] = collections.deque()
+        self._closed = False
 
     def put(self, view: JobView | None) -> None:
-        self._queue.put(view)
+        with self._ready:
+            if view is None:
+                self._closed = True
+            elif self._views and self._views[-1].record.state == view.record.state:
+                self._views[-1] = view
+            else:
+                self._views.append(view)
+            self._ready.notify_all()
 
     def get(self, timeout: float) -> list[JobView] | None:
         """Views since the last call (waiting up to ``timeout`` for one); None once the server stops."""
-        try:
-            views = [self._queue.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                views.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return None if None in views else views
+        with self._ready:
+            self._ready.wait_for(lambda: self._views or self._closed, timeout=timeout)
+            if self._closed:
+                return None
+            views = list(self._views)
+            self._views.clear()
+            return views
 
     def close(self) -> None:
         self._manager._unsubscribe(self)
@@ -105,9 +115,21 @@ class JobManager:
         self.fatal_error: str | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        for record in store.requeue_interrupted():
-            final = store.get(record.job_id)
-            _log.info("job %s %s -> %s (server restarted)", record.job_id, record.state.value, final.state.value)
+        self._requeue_interrupted("server restarted")
+
+    def _requeue_interrupted(self, why: str) -> None:
+        for record in self.store.requeue_interrupted():
+            final = self.store.get(record.job_id)
+            # A worker may have published just before it was stopped, without the
+            # store hearing of it: only a DONE job owns a results folder.
+            shutil.rmtree(self.config.results_path / record.job_id, ignore_errors=True)
+            _log.info("job %s %s -> %s (%s)", record.job_id, record.state.value, final.state.value, why)
+        self._clear_staging()
+
+    def _clear_staging(self, job_id: str = "*") -> None:
+        """Remove what an interrupted render left (never visible as a result)."""
+        for folder in self.config.results_path.glob(f".staging-{job_id}"):
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -122,9 +144,7 @@ class JobManager:
             self._thread.join(5)
         self.backend.close()
         # Jobs the workers were rendering start over at the next start; say so now.
-        for record in self.store.requeue_interrupted():
-            final = self.store.get(record.job_id)
-            _log.info("job %s %s -> %s (server stopping)", record.job_id, record.state.value, final.state.value)
+        self._requeue_interrupted("server stopping")
         with self._subscribers_lock:
             subscriptions = [s for subs in self._subscribers.values() for s in subs]
         for subscription in subscriptions:
@@ -306,6 +326,7 @@ class JobManager:
             self._notify(event.job_id)
         elif isinstance(event, JobBatchSize):
             self.store.update(event.job_id, expect=RUNNING_STATES, batch_size=event.batch_size)
+            self._live[event.job_id] = LiveProgress()  # the render starts over
             _log.info("job %s out of memory: frame batch now %d", event.job_id, event.batch_size)
             self._notify(event.job_id)
         elif isinstance(event, JobFinished):
@@ -390,6 +411,8 @@ class JobManager:
             new = self.store.update(record.job_id, expect=RUNNING_STATES, state=JobState.QUEUED, started=None)
         if new is not None:
             _log.info("job %s %s -> %s (worker died)", record.job_id, record.state.value, new.state.value)
+            shutil.rmtree(self.config.results_path / record.job_id, ignore_errors=True)
+        self._clear_staging(record.job_id)
         self._live.pop(record.job_id, None)
         self._notify(record.job_id)
 

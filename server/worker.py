@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -75,7 +76,6 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
@@ -122,6 +122,9 @@ def _oom_injector(edit_fn, count: int):
 def worker_main(settings: WorkerSettings, tasks, events, cancel_seq) -> None:
     """Process entry point (multiprocessing "spawn")."""
     _die_with_parent()
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides
+    # how to stop, then ends this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s worker{settings.worker_id} %(message)s",

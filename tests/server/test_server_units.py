@@ -18,7 +18,7 @@ from fairy_server.paths import resolve_media_path
 from fairy_server.uploads import UploadStore
 from fairy_server.work import PipelineCache, encode_preview, phase_fraction, run_job
 
-from test_store import _plan
+from server_testing import make_plan as _plan
 
 
 @pytest.mark.parametrize(

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from fairy_server.jobs import EditPlan, JobState, Preview
+from fairy_server.jobs import JobState, Preview
 from fairy_server.store import JobStore, NewJob
 
-
-def _plan(**over) -> EditPlan:
-    fields = dict(
-        source="/m/clip.mp4", source_sha256="ab" * 32, start_frame=2, frame_count=4, rate_num=24, rate_den=1,
-        render_start=1, render_count=6, width=96, height=64, instruction="make it red", model="builtin:tiny",
-        seed=0, steps=2, anchors=3, guidance_scale=7.5, image_guidance_scale=1.5, long_side=64, codec="h264", noise=None,
-    )
-    return EditPlan(**{**fields, **over})
+from server_testing import make_plan as _plan
 
 
 def _job(job_id: str, **over) -> NewJob:

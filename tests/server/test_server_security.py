@@ -17,7 +17,7 @@ from fairy_proto.v1 import fairy_pb2 as pb
 from fairy_proto.v1 import fairy_pb2_grpc as pbg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import SERVING, ServerProcess, wait_serving
+from server_testing import SERVING, ServerProcess, wait_serving
 
 pytestmark = pytest.mark.timeout(300)
 TOKEN = "s3cret-token-for-tests"

@@ -153,3 +153,48 @@ def test_queued_jobs_run_in_submission_order(managed, media_root):
         backend.script.put(JobFinished(0, backend.running.seq, expected, outcome))
         _eventually(lambda: manager.view(expected).record.state.is_final)
     assert backend.started == ["j0", "j1", "j3"]
+
+
+def test_subscription_keeps_every_state_and_only_the_latest_progress(managed, media_root):
+    import dataclasses
+
+    from fairy_server.jobs import LiveProgress
+
+    manager, _, _ = managed
+    view, _ = manager.submit(_request(media_root, "sub"), b"s", "fp-s")
+    with manager.subscribe("sub") as subscription:
+        assert subscription.get(0.01) == []
+
+        def at(state, fraction):
+            return dataclasses.replace(
+                view, record=dataclasses.replace(view.record, state=state), progress=LiveProgress(fraction=fraction)
+            )
+
+        for state, fraction in [(JobState.ANCHORS, 0.1), (JobState.ANCHORS, 0.2), (JobState.FRAMES, 0.5),
+                                (JobState.FRAMES, 0.6), (JobState.FRAMES, 0.7), (JobState.DONE, 1.0)]:
+            subscription.put(at(state, fraction))
+        got = subscription.get(1.0)
+        assert [(v.record.state, v.progress.fraction) for v in got] == [
+            (JobState.ANCHORS, 0.2), (JobState.FRAMES, 0.7), (JobState.DONE, 1.0)
+        ]
+        subscription.put(None)
+        assert subscription.get(1.0) is None
+    assert "sub" not in manager._subscribers
+
+
+def test_restart_removes_what_interrupted_jobs_left(tmp_path, media_root):
+    config = ServerConfig(data_dir=tmp_path, media_roots=(media_root,))
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    uploads = UploadStore(tmp_path / "uploads", 10**6)
+    first = JobManager(config, store, ScriptedBackend(), uploads)
+    first.submit(_request(media_root, "cut"), b"c", "fp-c")
+    store.mark_started("cut", 4)
+    store.update("cut", state=JobState.FRAMES)
+    # The worker published just before the server died, without the store hearing of it.
+    (tmp_path / "results" / "cut").mkdir(parents=True)
+    (tmp_path / "results" / "cut" / "clip_fairy.mp4").write_bytes(b"v")
+    (tmp_path / "results" / ".staging-other").mkdir()
+    JobManager(config, store, ScriptedBackend(), uploads)  # the restart
+    assert store.get("cut").state == JobState.QUEUED
+    assert list((tmp_path / "results").iterdir()) == []
+    store.close()

@@ -12,7 +12,7 @@ import pytest
 from fairy_proto.v1 import fairy_pb2 as pb
 from fairy_proto.v1 import fairy_pb2_grpc as pbg
 
-from conftest import edit_request, wait_state, watch_until_final
+from server_testing import edit_request, wait_state, watch_until_final
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,6 +35,7 @@ def _download(stub, job_id, which=pb.RESULT_FILE_VIDEO) -> tuple[bytes, list[pb.
 def basic_job(server, media_root):
     """One real render: frames 2..5 of clip.mp4 with one handle each side (frames 1..6 rendered)."""
     request = edit_request(media_root / "clip.mp4", job_id="basic-1", start=2, count=4, handles=(1, 1), seed=7)
+    request.labels["editor"] = "blender"
     job = server.stub.SubmitEdit(request)
     assert job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_LOADING_MODEL)
     # A client that disconnects from Watch does not cancel the job.
@@ -68,6 +69,7 @@ def test_submit_watch_download(server, basic_job, media_root, tmp_path):
         assert p.jpeg[:2] == b"\xff\xd8" and p.width > 0 and p.height > 0
         assert 1 <= p.frame_index <= 6  # media frame numbers inside the rendered range
     assert final.rendered_range.start_frame == 1 and final.rendered_range.frame_count == 6
+    assert final.request.labels["editor"] == "blender" and final.request.job_id == "basic-1"
 
     data, chunks = _download(server.stub, "basic-1")
     video = tmp_path / chunks[0].filename
@@ -203,8 +205,17 @@ def test_cancel_running_and_queued_then_next_runs(server, media_root):
         list(stub.DownloadResult(pb.DownloadResultRequest(job_id="long-1")))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-    stub.SubmitEdit(edit_request(media_root / "clip.mp4", job_id="after-cancel", count=3, seed=13))
-    assert watch_until_final(stub, "after-cancel")[-1].state == pb.JOB_STATE_DONE
+    cancelled = {j.job_id for j in stub.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_CANCELLED])).jobs}
+    assert {"long-1", "queued-1"} <= cancelled
+
+    # The next job runs normally; this one also renders ProRes 422 into a .mov.
+    after = edit_request(media_root / "clip.mp4", job_id="after-cancel", count=3, seed=13, codec=pb.OUTPUT_CODEC_PRORES_422)
+    stub.SubmitEdit(after)
+    done = watch_until_final(stub, "after-cancel")[-1]
+    assert done.state == pb.JOB_STATE_DONE, done.error_message
+    from fairy.video import probe
+
+    assert done.result_path.endswith(".mov") and probe(done.result_path).codec.startswith("prores")
 
 
 def test_concurrent_clients_each_job_once_in_order(server, media_root):

@@ -16,7 +16,7 @@ from fairy_proto.v1 import fairy_pb2 as pb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import edit_request, wait_serving
+from server_testing import edit_request, wait_serving
 
 pytestmark = pytest.mark.timeout(300)
 

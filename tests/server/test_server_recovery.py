@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sqlite3
 import time
 
 import grpc
@@ -11,7 +12,7 @@ import pytest
 from fairy_proto.v1 import fairy_pb2 as pb
 from fairy_proto.v1 import fairy_pb2_grpc as pbg
 
-from conftest import ServerProcess, edit_request, wait_serving, wait_state, watch_until_final
+from server_testing import ServerProcess, edit_request, wait_serving, wait_state, watch_until_final
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -83,9 +84,16 @@ def test_sigkill_mid_job_then_restart_completes_each_job_exactly_once(tmp_path, 
         from fairy.video import probe
 
         assert probe(killed.result_path).frame_count == 12
+        # A clean stop (SIGTERM) mid-job: the job goes back to the queue, nothing is published.
+        stub.SubmitEdit(edit_request(media_root / "clip.mp4", job_id="stopped", count=12, steps=6, seed=4))
+        wait_state(stub, "stopped", {pb.JOB_STATE_ANCHORS, pb.JOB_STATE_FRAMES})
     finally:
         channel.close()
         second.stop()
+    assert second.process.returncode == 0
+    with sqlite3.connect(data / "jobs.sqlite3") as db:
+        states = dict(db.execute("SELECT job_id, state FROM jobs"))
+    assert states == {"early": "DONE", "killed": "DONE", "waiting": "DONE", "stopped": "QUEUED"}
     results = data / "results"
     assert sorted(p.name for p in results.iterdir()) == ["early", "killed", "waiting"]  # no staging left
     log = second.log()  # both runs append to the same log file
@@ -93,6 +101,7 @@ def test_sigkill_mid_job_then_restart_completes_each_job_exactly_once(tmp_path, 
     assert "job killed QUEUED -> LOADING_MODEL (attempt 2)" in log
     assert log.count("job early QUEUED -> LOADING_MODEL") == 1
     assert log.count("job waiting QUEUED -> LOADING_MODEL") == 1
+    assert "-> QUEUED (server stopping)" in log
 
 
 def test_out_of_memory_backs_off_then_fails_or_succeeds_and_next_job_runs(tmp_path, media_root):
