@@ -489,7 +489,11 @@ def load_components_from_single_file(path, *, config: str | pathlib.Path | None 
     except Exception as error:
         # diffusers' messages run on with advice that does not apply here; keep the first sentence.
         reason = _first_line(error).split(". ")[0].replace("Cannot load  because ", "")[:300]
-        if "expected shape" in reason:
+        mismatch = re.search(r"size mismatch for [^\n]*", str(error))
+        if reason.startswith("Error(s) in loading state_dict") and mismatch:
+            # torch's own load_state_dict (diffusers without accelerate) names the mismatch on a later line.
+            reason = mismatch.group(0).strip()[:300]
+        if "expected shape" in reason or "size mismatch" in reason:
             reason += " (the file and the config folder describe different models)"
         raise ModelLoadError(f"cannot load {path} with the configs in {folder}: {reason}") from error
 

@@ -4,7 +4,7 @@
     python proto/generate.py --check  # exit 1 if the committed code is stale
 
 The generated modules are committed so a plain ``pip install`` needs no
-grpcio-tools; ``tests/test_proto_current.py`` runs ``--check``.
+grpcio-tools; ``tests/server/test_proto_current.py`` runs ``--check``.
 """
 
 from __future__ import annotations

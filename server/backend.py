@@ -1,8 +1,9 @@
 """How the server reaches its workers: one narrow interface, one local implementation.
 
 The job manager only calls ``launch``, ``start(task)``, ``cancel(job_id)``,
-``next_event(timeout)``, ``devices`` and ``close``; a Ray (or any remote)
-backend would implement the same and send the same messages.
+``next_event(timeout)``, ``workers`` and ``close``; a Ray (or any remote)
+backend would implement the same, run ``fairy_server.work.run_job`` and send
+the same messages (``fairy_server.messages``).
 """
 
 from __future__ import annotations
@@ -147,10 +148,6 @@ class LocalProcessBackend:
                 )
                 for w in sorted(self._workers.values(), key=lambda w: w.worker_id)
             ]
-
-    def has_free_worker(self) -> bool:
-        with self._lock:
-            return any(w.ready and not w.dead and w.running is None for w in self._workers.values())
 
     # -- events ------------------------------------------------------------------
 
