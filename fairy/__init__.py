@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 from .errors import EditCancelled, FairyError, InvalidInputError, MediaError, ModelLoadError, OutputExistsError
 
 __version__ = "0.1.0"
+# The model used when none is named (fairy.loading); here so light importers
+# (the server's parent process) need not import torch to know it.
+DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
 
 _LAZY = {
     "FairyPipeline": "fairy.pipeline",
@@ -25,6 +28,7 @@ _LAZY = {
 
 __all__ = [
     "__version__",
+    "DEFAULT_MODEL",
     "EditCancelled",
     "FairyError",
     "InvalidInputError",

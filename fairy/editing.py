@@ -131,6 +131,8 @@ def edit_video(
         done = len(anchors)
 
         def flush() -> int:
+            if not pending:
+                return 0
             todo = [(i, f) for i, f in pending if f is not None]
             edited = {}
             if todo:
@@ -141,9 +143,9 @@ def edit_video(
                     output_type="uint8",
                 )  # fmt: skip
                 edited = dict(zip((i for i, _ in todo), out))
-            for i, _ in pending:
-                frame = anchor_edits[i] if i in anchor_edits else edited[i]
-                writer.write(video.resize_frames(frame[None], (info.width, info.height))[0])
+            in_order = np.stack([anchor_edits[i] if i in anchor_edits else edited[i] for i, _ in pending])
+            for frame in video.resize_frames(in_order, (info.width, info.height)):
+                writer.write(frame)
             pending.clear()
             return len(todo)
 

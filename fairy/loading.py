@@ -21,11 +21,11 @@ import pathlib
 
 import torch
 
+from . import DEFAULT_MODEL
 from .errors import ModelLoadError
 
 __all__ = ["DEFAULT_MODEL", "load_pipeline", "pick_device"]
 
-DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 

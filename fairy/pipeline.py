@@ -368,7 +368,8 @@ class FairyPipeline(DiffusionPipeline):
                 results[a] = edited[slot]
 
         # 4. Frame pass, batch by batch
-        rest = [p for p in (order if order is not None else range(total)) if p not in set(anchors)]
+        anchor_set = set(anchors)
+        rest = [p for p in (order if order is not None else range(total)) if p not in anchor_set]
         done = len(anchors)
         for begin in range(0, len(rest), batch_size):
             batch = rest[begin : begin + batch_size]

@@ -29,6 +29,15 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
+def _stable_diffusion_scheduler():
+    """Euler Ancestral with Stable Diffusion's training noise schedule."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    return EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
+
+
 def build_tiny_tokenizer():
     """A CLIPTokenizer with a byte-level vocabulary and no merges (one token per character)."""
     from transformers import CLIPTokenizer
@@ -46,7 +55,7 @@ def build_tiny_tokenizer():
 def build_tiny_components(seed: int = 0, block_out_channels: tuple[int, ...] = (32, 64)) -> dict:
     """The five components of a tiny InstructPix2Pix, with weights drawn from ``seed``."""
     import torch
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_tiny_tokenizer()
@@ -89,9 +98,7 @@ def build_tiny_components(seed: int = 0, block_out_channels: tuple[int, ...] = (
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
-    )
+    scheduler = _stable_diffusion_scheduler()
     for model in (unet, vae, text_encoder):
         model.eval()  # as from_pretrained leaves them
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
@@ -104,7 +111,7 @@ def build_sd15_shaped_components(seed: int = 0) -> dict:
     tokenizer is the tiny byte-level one (token ids fit the 49408-entry table).
     """
     import torch
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_tiny_tokenizer()
@@ -145,9 +152,7 @@ def build_sd15_shaped_components(seed: int = 0) -> dict:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
-    )
+    scheduler = _stable_diffusion_scheduler()
     for model in (unet, vae, text_encoder):
         model.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}

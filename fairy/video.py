@@ -30,7 +30,7 @@ Frames come out as HxWx3 ``uint8`` RGB, upright: the display matrix's rotation
 size. Flips in the display matrix are ignored.
 
 Encoding writes H.264 (yuv420p, CRF 18, .mp4/.mov/.mkv) or ProRes 422
-(prores_ks profile 2, yuv422p10le, .mov) at an exact rational frame rate,
+(FFmpeg's prores_aw encoder, prores_ks for odd widths; profile 2, yuv422p10le, .mov) at an exact rational frame rate,
 tagged BT.709. libx264 cannot store 4:2:0 at an odd width or height, so an
 odd-sized H.264 output is written as yuv444p (High 4:4:4) to keep the exact
 size; some players and NLEs do not decode that profile, so pick an even size
@@ -88,6 +88,12 @@ _RESEEK_SECONDS = 1.0
 
 # Which encoder, pixel format and options each output codec name uses.
 _H264_OPTIONS = {"crf": "18", "preset": "medium"}
+# prores_aw where it can: prores_ks gave different bytes for the same frames from run to
+# run on noisy pictures at sizes that are not multiples of 16 (seen with FFmpeg in PyAV 18),
+# which breaks "same settings, same result"; prores_aw is deterministic but refuses odd
+# widths, which keep prores_ks.
+_PRORES_ENCODER = "prores_aw"
+_PRORES_ODD_WIDTH_ENCODER = "prores_ks"
 _PRORES_OPTIONS = {"profile": "2", "vendor": "apl0"}
 _OUTPUT_EXTENSIONS = {"h264": (".mp4", ".mov", ".mkv", ".m4v"), "prores": (".mov",)}
 
@@ -95,7 +101,7 @@ _TEST_CLIP_CODECS = {
     # name: (encoder, pixel format for even sizes, for odd sizes, options).
     # Short GOPs (12 frames) so tests exercise seeking to a keyframe.
     "h264": ("libx264", "yuv420p", "yuv444p", {**_H264_OPTIONS, "g": "12"}),
-    "prores": ("prores_ks", "yuv422p10le", "yuv422p10le", _PRORES_OPTIONS),
+    "prores": (_PRORES_ENCODER, "yuv422p10le", "yuv422p10le", _PRORES_OPTIONS),
     "hevc": ("libx265", "yuv420p", "yuv444p", {"crf": "20", "x265-params": "keyint=12:min-keyint=12:log-level=error"}),
     "dnxhd": ("dnxhd", "yuv422p", "yuv422p", {"profile": "dnxhr_sq"}),
     "vp9": (
@@ -966,7 +972,8 @@ def _add_video_stream(container, codec: str, fps: Fraction, width: int, height: 
     if codec == "h264":
         encoder, pix_fmt, options = "libx264", "yuv444p" if odd else "yuv420p", _H264_OPTIONS
     else:
-        encoder, pix_fmt, options = "prores_ks", "yuv422p10le", _PRORES_OPTIONS
+        encoder = _PRORES_ENCODER if width % 2 == 0 else _PRORES_ODD_WIDTH_ENCODER
+        pix_fmt, options = "yuv422p10le", _PRORES_OPTIONS
     return _new_video_stream(container, encoder, pix_fmt, options, fps, width, height)
 
 
@@ -1035,6 +1042,8 @@ def make_test_clip(
     fps = _as_rate(fps)
     encoder, even_fmt, odd_fmt, options = _TEST_CLIP_CODECS[codec]
     stored_w, stored_h = (height, width) if rotation in (90, 270) else (width, height)
+    if encoder == _PRORES_ENCODER and stored_w % 2:
+        encoder = _PRORES_ODD_WIDTH_ENCODER
     pix_fmt = odd_fmt if stored_w % 2 or stored_h % 2 else even_fmt
     suffix = path.suffix.lower()
     av = _av()

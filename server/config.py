@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+from fairy import DEFAULT_MODEL
+from fairy.editing import EditSettings
+
 DEFAULT_ADDRESS = "127.0.0.1:50151"
-# fairy.loading.DEFAULT_MODEL, repeated so the parent process never imports the
-# model library's heavy modules (a test keeps the two equal).
-DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,16 +28,20 @@ class Limits:
     max_label_bytes: int = 1024  # each key or value
 
 
+# The library's own defaults (fairy.editing imports no torch, so the parent stays light).
+_LIBRARY = EditSettings(instruction="(defaults)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Defaults:
-    """Values for the EditParameters a request leaves unset (proto comment)."""
+    """Values for the EditParameters a request leaves unset (proto comment): the library's."""
 
-    steps: int = 10
-    anchors: int = 3
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    long_side: int = 512
-    batch_size: int = 4
+    steps: int = _LIBRARY.steps
+    anchors: int = _LIBRARY.num_anchors
+    guidance_scale: float = _LIBRARY.guidance_scale
+    image_guidance_scale: float = _LIBRARY.image_guidance_scale
+    long_side: int = _LIBRARY.long_side
+    batch_size: int = _LIBRARY.batch_size
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,14 +22,6 @@ def test_generated_code_imports_without_grpc_tools():
     assert result.returncode == 0 and result.stdout.strip() == "fairy.v1.Job", result.stderr
 
 
-def test_default_model_is_the_librarys():
-    import fairy.loading
-
-    from fairy_server.config import DEFAULT_MODEL
-
-    assert DEFAULT_MODEL == fairy.loading.DEFAULT_MODEL
-
-
 def test_server_parent_process_never_imports_torch(tmp_path):
     # Everything the gRPC process runs: the app, the service, admission (which probes media with PyAV).
     code = f"""
