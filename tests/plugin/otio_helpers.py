@@ -4,6 +4,7 @@ computation of where a clip is seen (OTIO's own transforms, not ours)."""
 from __future__ import annotations
 
 import fractions
+import pathlib
 import uuid
 
 import opentimelineio as otio
@@ -58,3 +59,8 @@ def serialized_tracks(timeline, keep=lambda track: True) -> list[str]:
 
 def rate_of(fraction_text: str) -> fractions.Fraction:
     return fractions.Fraction(fraction_text)
+
+
+# Real timelines from the OpenTimelineIO project, in the shared folder beside the repository.
+SAMPLES_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "otio_samples"
+assert SAMPLES_DIR.is_dir(), f"the OTIO sample timelines are missing: expected them in {SAMPLES_DIR}"

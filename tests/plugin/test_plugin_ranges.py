@@ -15,7 +15,7 @@ from fairy_plugin.errors import ClipError, SelectionError
 from fairy_plugin.ranges import (clip_media_range, clip_timeline_range, exact_rate, media_path, parse_range,
                                  parse_time, timeline_rate)
 from fairy_plugin.relink import is_result_track, place_on_track_above
-from otio_helpers import done_job, same_span, seen_range_by_otio, serialized_tracks
+from otio_helpers import SAMPLES_DIR, done_job, same_span, seen_range_by_otio, serialized_tracks
 
 F = fractions.Fraction
 NTSC_24, NTSC_30 = 24000 / 1001, 30000 / 1001
@@ -138,7 +138,7 @@ def test_timeline_rate():
     assert timeline_rate(_mixed_timeline()) == 24
     t = otio.schema.Timeline(global_start_time=RationalTime(0, 29.97))
     assert timeline_rate(t) == NTSC_30
-    t = otio.adapters.read_from_file("/work/shared/otio_samples/simple_cut.otio")
+    t = otio.adapters.read_from_file(str(SAMPLES_DIR / "simple_cut.otio"))
     assert timeline_rate(t) == 24
 
 

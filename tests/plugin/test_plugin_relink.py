@@ -12,9 +12,9 @@ from opentimelineio.opentime import RationalTime, TimeRange
 from fairy_plugin.errors import ClipError
 from fairy_plugin.ranges import clip_timeline_range, clip_used_frames, top_level_track
 from fairy_plugin.relink import add_as_media_reference, is_result_track, place_on_track_above
-from otio_helpers import done_job, same_span, seen_range_by_otio, serialized_tracks
+from otio_helpers import SAMPLES_DIR, done_job, same_span, seen_range_by_otio, serialized_tracks
 
-SAMPLES = sorted(pathlib.Path("/work/shared/otio_samples").glob("*.otio"))
+SAMPLES = sorted(SAMPLES_DIR.glob("*.otio"))
 # Clips under a speed or freeze effect are refused (their frames are not 1:1).
 RETIMED = {("nested_example.otio", "Clip Inside A Stack 2"), ("nested_example.otio", "Clip Inside A Track")}
 
@@ -72,7 +72,7 @@ def test_every_result_lands_over_its_source_and_nothing_else_changes(sample, tmp
 
 
 def test_nested_clip_is_placed_where_its_trimmed_stack_shows_it():
-    timeline = otio.adapters.read_from_file(str(pathlib.Path("/work/shared/otio_samples/nested_example.otio")))
+    timeline = otio.adapters.read_from_file(str(SAMPLES_DIR / "nested_example.otio"))
     clip = next(c for c in timeline.find_clips() if c.name == "Clip Inside A Stack 1")
     # The stack shows 31 of the clip's 37 frames, from timeline frame 238.
     assert clip_timeline_range(clip) == TimeRange(RationalTime(238, 24), RationalTime(31, 24))
@@ -82,7 +82,7 @@ def test_nested_clip_is_placed_where_its_trimmed_stack_shows_it():
 
 
 def test_results_reuse_a_free_result_track_and_stack_up_when_busy(tmp_path):
-    timeline = otio.adapters.read_from_file("/work/shared/otio_samples/simple_cut.otio")
+    timeline = otio.adapters.read_from_file(str(SAMPLES_DIR / "simple_cut.otio"))
     first, second = list(timeline.find_clips())[:2]
     a = place_on_track_above(timeline, first, "/r/a.mp4", done_job(first))
     b = place_on_track_above(timeline, second, "/r/b.mp4", done_job(second))
@@ -98,14 +98,14 @@ def test_results_reuse_a_free_result_track_and_stack_up_when_busy(tmp_path):
 
 
 def test_result_track_goes_right_above_the_source_track():
-    timeline = otio.adapters.read_from_file("/work/shared/otio_samples/multitrack.otio")
+    timeline = otio.adapters.read_from_file(str(SAMPLES_DIR / "multitrack.otio"))
     clip = next(c for c in timeline.find_clips() if c.name == "t-hawk (loop)-HD.mp4")  # on "Sequence 2"
     place_on_track_above(timeline, clip, "/r/a.mp4", done_job(clip))
     assert [t.name for t in timeline.tracks] == ["Sequence", "Sequence 2", "Fairy 1", "Sequence 3"]
 
 
 def test_result_clip_points_at_the_file_with_handles_outside_its_range():
-    timeline = otio.adapters.read_from_file("/work/shared/otio_samples/transition.otio")
+    timeline = otio.adapters.read_from_file(str(SAMPLES_DIR / "transition.otio"))
     clip = next(c for c in timeline.find_clips() if c.name == "Clip-002")  # media 0..9, uses 2..8
     job = done_job(clip, handles_before=2, handles_after=1)
     new = place_on_track_above(timeline, clip, "/renders/wind up.mp4", job, name="Snowy")
@@ -122,7 +122,7 @@ def test_result_clip_points_at_the_file_with_handles_outside_its_range():
 
 
 def test_a_job_for_other_frames_is_refused(tmp_path):
-    timeline = otio.adapters.read_from_file("/work/shared/otio_samples/simple_cut.otio")
+    timeline = otio.adapters.read_from_file(str(SAMPLES_DIR / "simple_cut.otio"))
     clip = timeline.find_clips()[0]
     job = done_job(clip)
     clip.source_range = TimeRange(RationalTime(1, 24), RationalTime(3, 24))  # trimmed since
@@ -145,7 +145,7 @@ def test_audio_clips_are_refused():
 
 
 def test_add_as_media_reference_switches_versions_of_the_same_frames():
-    timeline = otio.adapters.read_from_file("/work/shared/otio_samples/simple_cut.otio")
+    timeline = otio.adapters.read_from_file(str(SAMPLES_DIR / "simple_cut.otio"))
     clip = next(c for c in timeline.find_clips() if c.name == "Clip-004")  # media timecode starts at frame 100
     others = [otio.adapters.write_to_string(c, "otio_json") for c in timeline.find_clips() if c is not clip]
     seen = clip_timeline_range(clip)
@@ -173,7 +173,7 @@ def test_add_as_media_reference_switches_versions_of_the_same_frames():
 
 
 def test_add_as_media_reference_with_handles_keeps_frames_aligned():
-    timeline = otio.adapters.read_from_file("/work/shared/otio_samples/transition.otio")
+    timeline = otio.adapters.read_from_file(str(SAMPLES_DIR / "transition.otio"))
     clip = next(c for c in timeline.find_clips() if c.name == "Clip-003")  # media 1..11 (tc), uses 4..8
     job = done_job(clip, handles_before=2, handles_after=3)
     add_as_media_reference(clip, "/r/p.mp4", job)

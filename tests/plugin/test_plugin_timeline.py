@@ -17,9 +17,9 @@ from fairy_plugin.errors import SelectionError
 from fairy_plugin.ranges import clip_timeline_range
 from fairy_plugin.relink import is_result_track
 from fairy_plugin.timeline import choose_clips, main
-from otio_helpers import same_span, serialized_tracks
+from otio_helpers import SAMPLES_DIR, same_span, serialized_tracks
 
-SAMPLES = pathlib.Path("/work/shared/otio_samples")
+SAMPLES = SAMPLES_DIR
 
 
 def _run(args, address):
@@ -251,3 +251,24 @@ def test_other_adapters_by_suffix(scripted, tmp_path):
     back = otio.adapters.read_from_file(str(out), extract_to_directory=str(tmp_path / "unzipped"))
     (new,) = back.tracks[1].find_clips()
     assert new.metadata["fairy"]["source_clip"]["name"] == "Clip-002"
+
+
+@pytest.mark.parametrize("suffix, out_suffix", [(".xml", ".xml"), (".edl", ".otio")])
+def test_fcp_xml_and_edl_through_opentimelineio_plugins(scripted, tmp_path, suffix, out_suffix):
+    """With opentimelineio-plugins installed (the test extra), FCP 7 XML and CMX 3600 EDL timelines are read,
+    and the relinked timeline written in another format (an EDL holds a single video track)."""
+    source = _copy_with_media("simple_cut.otio", tmp_path)
+    inp = tmp_path / f"cut{suffix}"
+    timeline = otio.adapters.read_from_file(str(source))
+    for clip in timeline.find_clips():  # these formats need explicit source ranges
+        clip.source_range = clip.trimmed_range()
+    otio.adapters.write_to_file(timeline, str(inp))
+    out = tmp_path / f"cut_snow{out_suffix}"
+    rc, err = _run(["edit", str(inp), "-i", "snow", "-o", str(out), "--clip", "Clip-002"], scripted.address)
+    assert rc == 0, err
+    original = otio.adapters.read_from_file(str(inp))
+    back = otio.adapters.read_from_file(str(out))
+    before = [c for c in original.find_clips() if c.name == "Clip-002"][0]
+    placed = [c for c in back.find_clips() if c.name != "Clip-002" and c.name not in {x.name for x in original.find_clips()}]
+    assert len(placed) == 1
+    assert same_span(placed[0].trimmed_range_in_parent(), before.trimmed_range_in_parent())
