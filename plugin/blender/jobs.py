@@ -36,7 +36,6 @@ class EditOptions:
 
     params: EditParams
     handles: int = 0             # extra frames rendered each side, where the media has them
-    long_side: int | None = None  # render size (None: the server's default)
 
 
 @dataclasses.dataclass
@@ -227,8 +226,6 @@ class JobBoard:
         for span in spans:
             request = request_for_range(media_range(span), options.params,
                                         labels={"editor": "blender", "scene": scene_name, "strip": span.strip_name})
-            if options.long_side:
-                request.parameters.long_side = options.long_side
             requests.append((span, request))
         if not self.busy:
             self._batch = []

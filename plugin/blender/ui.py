@@ -167,8 +167,9 @@ class _EditDialog:
 
     def edit_options(self) -> EditOptions:
         return EditOptions(params=EditParams(instruction=self.instruction.strip(), seed=self.seed,
-                                             steps=self.steps, anchors=self.anchors),
-                           handles=self.handles, long_side=self.long_side or None)
+                                             steps=self.steps, anchors=self.anchors,
+                                             long_side=self.long_side or None),
+                           handles=self.handles)
 
     def chosen_spans(self, scene):
         raise NotImplementedError
