@@ -61,6 +61,5 @@ def rate_of(fraction_text: str) -> fractions.Fraction:
     return fractions.Fraction(fraction_text)
 
 
-# Real timelines from the OpenTimelineIO project, in the shared folder beside the repository.
-SAMPLES_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "otio_samples"
-assert SAMPLES_DIR.is_dir(), f"the OTIO sample timelines are missing: expected them in {SAMPLES_DIR}"
+# Real timelines from the OpenTimelineIO project (Apache-2.0), kept with the tests.
+SAMPLES_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "otio_samples"
