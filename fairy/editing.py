@@ -121,11 +121,10 @@ def edit_video(
         report(EditProgress("anchors", settings.steps, settings.steps, len(anchors), frames, dict(anchor_edits)))
 
     # 4. Frame pass, streamed from the decoder to the encoder
-    audio = (source, start / info.fps, frames / info.fps) if info.has_audio else None
+    audio = (source, float(start / info.fps), float(frames / info.fps)) if info.has_audio else None
     with video.VideoWriter(
         output, fps=info.fps, width=info.width, height=info.height, codec=settings.codec,
-        audio_source=(audio[0], float(audio[1]), float(audio[2])) if audio else None,
-        overwrite=overwrite, expected_frames=frames,
+        audio_source=audio, overwrite=overwrite, expected_frames=frames,
     ) as writer:  # fmt: skip
         pending: list[tuple[int, np.ndarray | None]] = []
         done = len(anchors)
