@@ -11,11 +11,8 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
 import sys
-import time
 from fractions import Fraction
 
 from .errors import FairyError
@@ -57,48 +54,30 @@ def make_sample_timeline(folder: pathlib.Path, *, frames: int = 48, size: tuple[
 
 def run_demo(args) -> int:
     from fairy_plugin.timeline import main as timeline_main
+    from fairy_server.local import LocalServerError, local_server
 
     out_dir: pathlib.Path = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = make_sample_timeline(out_dir, frames=args.sample_frames)
     edited = out_dir / "sample_edit.otio"
-    port_file = out_dir / "server" / "port"
-    port_file.parent.mkdir(exist_ok=True)
-    port_file.unlink(missing_ok=True)
-    log_path = out_dir / "server" / "server.log"
-    command = [
-        sys.executable, "-m", "fairy_server", "--address", "127.0.0.1:0", "--port-file", str(port_file),
-        "--data-dir", str(out_dir / "server"), "--model", args.model, "--media-root", str(out_dir / "media"),
-    ]  # fmt: skip
-    if args.device:
-        command += ["--devices", args.device]
-    print(f"starting fairy-server with {args.model} (log: {log_path}) ...", file=sys.stderr)
-    with open(log_path, "a") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    print(f"starting fairy-server with {args.model} (log: {out_dir / 'server' / 'local-server.log'}) ...", file=sys.stderr)
     try:
-        deadline = time.monotonic() + _SERVER_START_SECONDS
-        while not port_file.exists():
-            if server.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                raise FairyError(f"fairy-server did not start: {tail[0]}")
-            time.sleep(0.2)
-        address = f"127.0.0.1:{port_file.read_text().strip()}"
-        argv = [
-            "edit", str(sample), "-i", args.instruction, "-o", str(edited), "--server", address,
-            "--seed", str(args.seed), "--steps", str(args.steps), "--anchors", str(args.anchors),
-            "--long-side", str(args.long_side), "--guidance-scale", str(args.guidance),
-            "--image-guidance-scale", str(args.image_guidance), "--codec", args.codec,
-            "--connect-timeout", str(_SERVER_START_SECONDS),
-        ]  # fmt: skip
-        if args.overwrite or edited.exists():
-            argv.append("--overwrite")
-        code = timeline_main(argv)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        with local_server(
+            out_dir / "server", model=args.model, media_roots=[out_dir / "media"], devices=args.device,
+            start_timeout=_SERVER_START_SECONDS,
+        ) as address:  # fmt: skip
+            argv = [
+                "edit", str(sample), "-i", args.instruction, "-o", str(edited), "--server", address,
+                "--seed", str(args.seed), "--steps", str(args.steps), "--anchors", str(args.anchors),
+                "--long-side", str(args.long_side), "--guidance-scale", str(args.guidance),
+                "--image-guidance-scale", str(args.image_guidance), "--codec", args.codec,
+                "--connect-timeout", str(_SERVER_START_SECONDS),
+            ]  # fmt: skip
+            if args.overwrite or edited.exists():
+                argv.append("--overwrite")
+            code = timeline_main(argv)
+    except LocalServerError as exc:
+        raise FairyError(str(exc)) from None
     if code == 0:
         print(f"relinked timeline: {edited}\nrendered clips:    {edited.with_name(edited.stem + '_fairy')}", file=sys.stderr)
     return code

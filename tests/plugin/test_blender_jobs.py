@@ -8,18 +8,16 @@ called by the test (bpy as a module has no event loop to fire timers).
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import socket
-import subprocess
-import sys
 import time
 from fractions import Fraction
 
 import av
 import bpy
 import pytest
+from fairy_server.local import local_server
 
 import addon_utils  # Blender's own module; importable once bpy is
 
@@ -45,28 +43,9 @@ def media(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(media, tmp_path_factory):
     """``fairy-server`` on a free loopback port, in its own process."""
-    data = tmp_path_factory.mktemp("server")
-    port_file = data / "port"
-    log = open(data / "log.txt", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fairy_server", "--address", "127.0.0.1:0", "--port-file", str(port_file),
-         "--data-dir", str(data / "data"), "--model", "builtin:tiny", "--devices", "cpu",
-         "--media-root", str(media["folder"])],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    try:
-        deadline = time.monotonic() + 180
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {(data / 'log.txt').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port_file.read_text().strip()}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with local_server(tmp_path_factory.mktemp("server"), model="builtin:tiny", devices="cpu",
+                      media_roots=[media["folder"]]) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

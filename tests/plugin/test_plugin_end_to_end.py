@@ -5,15 +5,12 @@ relinked timeline with the rendered clip."""
 from __future__ import annotations
 
 import io
-import os
 import pathlib
-import subprocess
-import sys
-import time
 from fractions import Fraction
 
 import opentimelineio as otio
 import pytest
+from fairy_server.local import local_server
 from opentimelineio.opentime import RationalTime, TimeRange
 
 from fairy_plugin.ranges import clip_timeline_range
@@ -26,28 +23,8 @@ from otio_helpers import same_span, serialized_tracks
 def real_server(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
-    port_file = tmp_path / "port"
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fairy_server", "--address", "127.0.0.1:0", "--port-file", str(port_file),
-         "--data-dir", str(tmp_path / "data"), "--model", "builtin:tiny", "--devices", "cpu",
-         "--media-root", str(media)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("fairy-server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port_file.read_text().strip()}", media
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with local_server(tmp_path / "data", model="builtin:tiny", devices="cpu", media_roots=[media]) as address:
+        yield address, media
 
 
 @pytest.mark.slow
