@@ -1,4 +1,4 @@
-"""The ``fairy`` command: ``fairy edit``, ``fairy demo``, ``fairy timeline``.
+"""The ``fairy`` command: ``fairy edit``, ``fairy demo``, ``fairy timeline``, ``fairy train``, ``fairy train-small``.
 
 Every error the library raises on purpose is printed as one line
 (``fairy: error: ...``) with exit status 2; Ctrl-C cancels cleanly (status 130)
@@ -11,24 +11,24 @@ import argparse
 import pathlib
 import sys
 
-from . import __version__
+from . import DEFAULT_MODEL, __version__
 from .errors import EditCancelled, FairyError
+from .model_info import SMALL_MODEL_ID
 
 _EXIT_ERROR = 2
 _EXIT_CANCELLED = 130
 
 
-def _add_edit_options(parser: argparse.ArgumentParser) -> None:
-    from .loading import DEFAULT_MODEL
-
+def _add_edit_options(parser: argparse.ArgumentParser, default_model: str) -> None:
     parser.add_argument("-i", "--instruction", required=True, help='what to do, e.g. "make it a watercolor painting"')
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, diffusers folder, .safetensors/.ckpt file or builtin:tiny (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=default_model,
+                        help=f"hub id, diffusers folder, .safetensors/.ckpt file, builtin:small or builtin:tiny (default {default_model})")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anchors", type=int, default=3, help="anchor frames K (default 3; 0 = per-frame editing)")
     parser.add_argument("--guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
     parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
-    parser.add_argument("--long-side", type=int, default=512, help="working resolution: longer side in pixels (default 512)")
+    parser.add_argument("--long-side", type=int, help="working resolution: longer side in pixels (default: the model's, 512 for most)")
     parser.add_argument("--codec", choices=("h264", "prores"), default="h264", help="output codec (default h264)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("-o", "--output", type=pathlib.Path, required=True, help="edited video to write")
     edit.add_argument("--start", type=int, default=0, help="first frame (default 0)")
     edit.add_argument("--frames", type=int, help="number of frames (default: to the end)")
-    _add_edit_options(edit)
+    _add_edit_options(edit, DEFAULT_MODEL)
     edit.add_argument("--config", help="diffusers-format folder with the component configs of a single-file --model")
     edit.add_argument("--batch-size", type=int, default=4, help="frames per UNet batch (memory, not results)")
     edit.add_argument("--noise", choices=("shared", "per_frame"), default="shared",
@@ -55,13 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("fairy-demo"))
     demo.add_argument("--sample-frames", type=int, default=48, help="length of each generated sample shot")
-    _add_edit_options(demo)
-    demo.set_defaults(instruction="make it a watercolor painting")
+    _add_edit_options(demo, SMALL_MODEL_ID)
+    demo.set_defaults(instruction="make it night")
     for action in demo._actions:
         if action.dest == "instruction":
             action.required = False
 
     commands.add_parser("timeline", help="edit clips of an OTIO timeline through a Fairy server", add_help=False)
+
+    train = commands.add_parser("train", help="train or finetune an editor (InstructPix2Pix loss, equivariant augmentation)")
+    train.add_argument("--data", required=True, help="a triplet folder (metadata.jsonl; see the README) or builtin:procedural")
+    train.add_argument("--base", required=True, help="hub id or diffusers folder to start from (8-channel editor, or 4-channel text-to-image)")
+    train.add_argument("-o", "--output", type=pathlib.Path, required=True, help="the model folder to write (must not exist)")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--resolution", type=int, help="square training crop (default: the base's working size, else 256)")
+    train.add_argument("--learning-rate", type=float, default=1e-4)
+    train.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
+    train.add_argument("--warmup-steps", type=int, default=0)
+    train.add_argument("--no-equivariant", dest="equivariant", action="store_false",
+                       help="no random affine transform (crops and flips only), for comparisons")
+    train.add_argument("--conditioning-dropout", type=float, default=0.05, help="probability of each of the three dropouts")
+    train.add_argument("--train-text-encoder", action="store_true", help="train the text encoder too (frozen by default)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (in OUTPUT-checkpoints/)")
+    train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="default: bf16 (or fp16) on CUDA, no on the CPU")
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUTPUT-checkpoints/")
+
+    small = commands.add_parser("train-small", help="reproduce the shipped small model (builtin:small) from scratch on this machine")
+    small.add_argument("-o", "--output", type=pathlib.Path, required=True, help="the model folder to write (must not exist)")
+    small.add_argument("--work-dir", type=pathlib.Path, help="stages and checkpoints (default OUTPUT-work); run again to resume")
     return parser
 
 
@@ -117,6 +141,32 @@ def run_edit(args, source: pathlib.Path, output: pathlib.Path, start: int, frame
     return 0
 
 
+def run_train(args) -> int:
+    from .training.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, base=args.base, output=args.output, steps=args.steps, batch_size=args.batch_size,
+        resolution=args.resolution, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps, equivariant=args.equivariant, conditioning_dropout=args.conditioning_dropout,
+        train_text_encoder=args.train_text_encoder, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        mixed_precision=args.mixed_precision, device=args.device, resume=args.resume,
+    )  # fmt: skip
+    result = train(config)
+    print(f"wrote {result.output} ({result.steps} steps, final loss {sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}) "
+          f"in {result.seconds:.0f} s", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def run_train_small(args) -> int:
+    from .training.recipe import run_recipe
+
+    work_dir = args.work_dir or args.output.with_name(args.output.name + "-work")
+    scores = run_recipe(args.output, work_dir)
+    passing = [name for name, s in scores["edits"].items() if s["passes"]]
+    print(f"edits that pass on the held-out photographs: {', '.join(passing) or 'none'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["timeline"]:
@@ -127,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "edit":
             return run_edit(args, args.input, args.output, args.start, args.frames)
+        if args.command == "train":
+            return run_train(args)
+        if args.command == "train-small":
+            return run_train_small(args)
         from .demo import run_demo
 
         return run_demo(args)

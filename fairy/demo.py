@@ -1,6 +1,8 @@
 """`fairy demo`: the whole product path on generated media, as an editor would go.
 
-1. make two sample shots and a sample OTIO timeline cutting them together;
+1. make two sample shots (camera moves over two photographs that ship with
+   scikit-image and that the small model never saw in training) and a sample
+   OTIO timeline cutting them together;
 2. start a ``fairy-server`` on a free loopback port (data in ``OUT/server``);
 3. edit every clip of the timeline through the plugin core (``fairy timeline edit``):
    jobs submitted, watched with progress bars, results downloaded and relinked
@@ -20,12 +22,21 @@ from .errors import FairyError
 _SERVER_START_SECONDS = 600  # a first run downloads the default model
 
 
-def make_sample_timeline(folder: pathlib.Path, *, frames: int = 48, size: tuple[int, int] = (512, 384)) -> pathlib.Path:
+def _make_shot(path: pathlib.Path, number: int, frames: int, size: tuple[int, int], rate: Fraction) -> None:
+    from .training.clips import camera_clip
+    from .training.data import HELD_OUT_PHOTOS, load_photo
+    from .video import VideoWriter
+
+    photo, motion = ((HELD_OUT_PHOTOS[1], "pan"), (HELD_OUT_PHOTOS[0], "zoom"))[number % 2]
+    with VideoWriter(path, fps=rate, width=size[0], height=size[1], expected_frames=frames) as writer:
+        for frame in camera_clip(load_photo(photo), motion, frames=frames, size=size):
+            writer.write(frame)
+
+
+def make_sample_timeline(folder: pathlib.Path, *, frames: int = 48, size: tuple[int, int] = (256, 192)) -> pathlib.Path:
     """Two 29.97 fps shots and a timeline using a range of each (``folder/sample.otio``)."""
     import opentimelineio as otio
     from opentimelineio.opentime import RationalTime, TimeRange
-
-    from .video import make_test_clip
 
     media = folder / "media"
     media.mkdir(parents=True, exist_ok=True)
@@ -35,7 +46,7 @@ def make_sample_timeline(folder: pathlib.Path, *, frames: int = 48, size: tuple[
     for n in range(2):
         shot = media / f"shot{n + 1}.mp4"
         if not shot.exists():
-            make_test_clip(shot, frames=frames, width=size[0], height=size[1], fps=Fraction(30000, 1001))
+            _make_shot(shot, n, frames, size, Fraction(30000, 1001))
         track.append(
             otio.schema.Clip(
                 name=f"shot{n + 1}",
@@ -52,6 +63,23 @@ def make_sample_timeline(folder: pathlib.Path, *, frames: int = 48, size: tuple[
     return path
 
 
+def describe_model(model: str) -> str:
+    """What the user is about to run, said plainly (the small model is no real editor)."""
+    from .model_info import SMALL_MODEL_ID, read_model_info
+
+    if model != SMALL_MODEL_ID:
+        return f"model: {model}"
+    info = read_model_info(model)
+    edits = "; ".join(f'"{e["instruction"]}"' for e in info.get("edits", ())) or "none"
+    return (
+        f"model: {SMALL_MODEL_ID}, the small model built into Fairy ({info.get('long_side', '?')} px, trained on this "
+        f"project's procedural colour edits; it knows no other instructions).\n"
+        f"  instructions it knows: {edits}\n"
+        "  for real edits (\"turn him into a robot\") use the real model on a CUDA GPU: "
+        "--model timbrooks/instruct-pix2pix"
+    )
+
+
 def run_demo(args) -> int:
     from fairy_plugin.timeline import main as timeline_main
     from fairy_server.local import LocalServerError, local_server
@@ -60,6 +88,7 @@ def run_demo(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = make_sample_timeline(out_dir, frames=args.sample_frames)
     edited = out_dir / "sample_edit.otio"
+    print(describe_model(args.model), file=sys.stderr)
     print(f"starting fairy-server with {args.model} (log: {out_dir / 'server' / 'local-server.log'}) ...", file=sys.stderr)
     try:
         with local_server(
@@ -69,7 +98,7 @@ def run_demo(args) -> int:
             argv = [
                 "edit", str(sample), "-i", args.instruction, "-o", str(edited), "--server", address,
                 "--seed", str(args.seed), "--steps", str(args.steps), "--anchors", str(args.anchors),
-                "--long-side", str(args.long_side), "--guidance-scale", str(args.guidance),
+                *(["--long-side", str(args.long_side)] if args.long_side else []), "--guidance-scale", str(args.guidance),
                 "--image-guidance-scale", str(args.image_guidance), "--codec", args.codec,
                 "--connect-timeout", str(_SERVER_START_SECONDS),
             ]  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import InvalidInputError, MediaError, OutputExistsError
+from .model_info import DEFAULT_LONG_SIDE
 
 Phase = Literal["decoding", "anchors", "frames", "encoding"]
 
@@ -36,7 +37,7 @@ class EditSettings:
     num_anchors: int = 3
     guidance_scale: float = 7.5
     image_guidance_scale: float = 1.5
-    long_side: int = 512
+    long_side: int | None = None  # None: the model's working size (fairy_model.json), else 512
     batch_size: int = 4
     noise: Literal["per_frame", "shared"] = "shared"
     codec: Literal["h264", "prores"] = "h264"
@@ -93,7 +94,8 @@ def edit_video(
     # 1. Check inputs (nothing is read or written before this passes)
     source, output = pathlib.Path(source), pathlib.Path(output)
     info, frames = check_edit_inputs(source, output, settings, start=start, frames=frames, overwrite=overwrite)
-    width, height = video.model_size(info.width, info.height, settings.long_side, pipe.size_multiple)
+    long_side = settings.long_side or getattr(pipe, "default_long_side", DEFAULT_LONG_SIDE)
+    width, height = video.model_size(info.width, info.height, long_side, pipe.size_multiple)
     params = FairyParams(
         settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed, settings.noise
     )

@@ -9,7 +9,12 @@ A model is named by one of:
 * a single ``.safetensors`` / ``.ckpt`` checkpoint in the original Stable
   Diffusion layout (``fairy.single_file``), with an optional diffusers-format
   ``config`` folder for the component configs;
+* ``builtin:small``: Fairy's own small model, shipped inside the package
+  (trained offline on procedural edits, 128 px; ``fairy.training``);
 * ``builtin:tiny``: a tiny random-weight model for tests and smoke runs.
+
+A model folder's ``fairy_model.json`` (``fairy.model_info``) gives its working
+size, kept as ``pipe.default_long_side`` (512 when it says none).
 
 Whatever the model ships as its scheduler, the pipeline samples with Euler
 Ancestral (the paper's sampler) configured from the model's scheduler config.
@@ -23,6 +28,7 @@ import torch
 
 from . import DEFAULT_MODEL
 from .errors import ModelLoadError
+from .model_info import SMALL_MODEL_ID, model_folder, working_long_side
 
 __all__ = ["DEFAULT_MODEL", "load_pipeline", "pick_device"]
 
@@ -74,6 +80,10 @@ def load_pipeline(
 
     target = pick_device(device)
     dtype = dtype or (torch.float16 if target.type == "cuda" else torch.float32)
+    if model == SMALL_MODEL_ID:
+        if not (model_folder(model) / "unet").is_dir():
+            raise ModelLoadError(f"the shipped small model is missing from {model_folder(model)}; reinstall fairy-editor")
+        model = str(model_folder(model))
     path = pathlib.Path(model).expanduser()
     if model == "builtin:tiny":
         from .tiny import build_tiny_components
@@ -98,12 +108,13 @@ def load_pipeline(
         except Exception as exc:  # hub errors come as OSError, HTTP and connection errors of several kinds
             raise ModelLoadError(
                 f"cannot load model {model!r}: it is not in the local Hugging Face cache and the hub could not "
-                f"be reached ({_first_line(exc)}); pass a local diffusers folder or a .safetensors/.ckpt file instead"
+                f"be reached ({_first_line(exc)}); pass a local diffusers folder, a .safetensors/.ckpt file, or builtin:small "
+                "(the small model that ships with Fairy) instead"
             ) from exc
     else:
         raise ModelLoadError(
-            f"no model at {model!r}: give a hub id (owner/name), a diffusers folder, a .safetensors/.ckpt file "
-            "or builtin:tiny"
+            f"no model at {model!r}: give a hub id (owner/name), a diffusers folder, a .safetensors/.ckpt file, "
+            "builtin:small or builtin:tiny"
         )
     scheduler = components["scheduler"]
     if not isinstance(scheduler, EulerAncestralDiscreteScheduler):
@@ -113,6 +124,7 @@ def load_pipeline(
         pipe.to(dtype=dtype)
     pipe.to(target)
     pipe.set_progress_bar_config(disable=True)
+    pipe.default_long_side = working_long_side(model)
     return pipe
 
 

@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--guidance-scale", type=float)
     params.add_argument("--image-guidance-scale", type=float)
     params.add_argument("--model", default="")
-    params.add_argument("--long-side", type=int, help="longer side the frames are edited at (server default 512)")
+    params.add_argument("--long-side", type=int, help="longer side the frames are edited at (default: the model's working size, 512 for most)")
     params.add_argument("--codec", choices=sorted(CODECS), default="h264")
     params.add_argument("--handles", type=int, default=0, help="extra frames each side, where the media has them")
     out = edit.add_argument_group("output")

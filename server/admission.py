@@ -12,6 +12,8 @@ import pathlib
 import re
 from fractions import Fraction
 
+from fairy.model_info import working_long_side
+
 from .config import ServerConfig
 from .errors import InvalidRequestError, NotFoundError, ResourceExhaustedError
 from .jobs import EditPlan, EditRequest
@@ -161,8 +163,12 @@ def plan_edit(request: EditRequest, config: ServerConfig, store: JobStore, uploa
         image_guidance_scale=(
             request.image_guidance_scale if request.image_guidance_scale is not None else defaults.image_guidance_scale
         ),
-        long_side=request.long_side if request.long_side is not None else defaults.long_side,
+        long_side=_first_set(request.long_side, defaults.long_side) or working_long_side(request.model or config.model),
         codec=request.codec,
         noise=request.noise,
     )
 
+
+
+def _first_set(*values):
+    return next((v for v in values if v is not None), None)

@@ -40,7 +40,7 @@ class Defaults:
     anchors: int = _LIBRARY.num_anchors
     guidance_scale: float = _LIBRARY.guidance_scale
     image_guidance_scale: float = _LIBRARY.image_guidance_scale
-    long_side: int = _LIBRARY.long_side
+    long_side: int | None = _LIBRARY.long_side  # None: the model's working size (fairy.model_info)
     batch_size: int = _LIBRARY.batch_size
 
 

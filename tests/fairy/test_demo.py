@@ -10,11 +10,13 @@ from fairy.cli import main
 from fairy.video import probe
 
 
-def test_demo_runs_the_whole_path(tmp_path):
+def test_demo_runs_the_whole_path_with_the_shipped_model_by_default(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out-dir", str(out), "--model", "builtin:tiny", "--device", "cpu", "--steps", "2",
-                 "--long-side", "64", "--sample-frames", "12", "-i", "make it snowy"])  # fmt: skip
-    assert code == 0
+    code = main(["demo", "--out-dir", str(out), "--device", "cpu", "--steps", "2", "--sample-frames", "12",
+                 "-i", "make it snowy"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "builtin:small, the small model built into Fairy" in err and "instructions it knows:" in err
     source = otio.adapters.read_from_file(str(out / "sample.otio"))
     edited = otio.adapters.read_from_file(str(out / "sample_edit.otio"))
     assert len(edited.video_tracks()) == 2
@@ -27,3 +29,9 @@ def test_demo_runs_the_whole_path(tmp_path):
         assert rendered.parent == out / "sample_edit_fairy"
         assert probe(rendered).frame_count == original.source_range.duration.to_frames()
         assert result.metadata["fairy"]["instruction"] == "make it snowy"
+    # The server edited at the shipped model's working size (the requests left it unset).
+    sidecars = sorted((out / "server").rglob("*_fairy.otio"))
+    assert len(sidecars) == 2
+    for sidecar in sidecars:
+        clip = otio.adapters.read_from_file(str(sidecar)).find_clips()[0]
+        assert clip.metadata["fairy"]["parameters"]["long_side"] == 128

@@ -36,6 +36,23 @@ def test_log_mode_writes_a_line_per_state_change():
     ]
 
 
+def test_log_mode_writes_progress_every_few_seconds_while_a_job_runs():
+    out = io.StringIO()
+    now = [0.0]
+    board = ProgressBoard({"a": "shot"}, stream=out, live=False, width=4, log_interval=3.0, clock=lambda: now[0])
+    board.update([_update("a", "FRAMES", 0.25)])  # new state: a line
+    now[0] = 1.0
+    board.update([_update("a", "FRAMES", 0.5)])  # too soon: none
+    now[0] = 3.5
+    board.update([_update("a", "FRAMES", 0.75)])  # 3.5 s since the last line and progress made: a line
+    now[0] = 9.0
+    board.update([_update("a", "FRAMES", 0.75)])  # no progress: none
+    assert [line for line in out.getvalue().splitlines() if line.startswith("shot")] == [
+        "shot    [#---]  25% FRAMES",
+        "shot    [###-]  75% FRAMES",
+    ]
+
+
 def test_live_mode_redraws_the_block_in_place():
     out = io.StringIO()
     board = ProgressBoard({"a": "shot"}, stream=out, live=True, width=4)

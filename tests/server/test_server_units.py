@@ -195,3 +195,33 @@ def test_phase_fraction_and_preview():
     assert phase_fraction("encoding", 1, 1, 10, 10) == 1.0
     preview = encode_preview(5, np.full((600, 300, 3), 200, np.uint8))
     assert (preview.width, preview.height) == (128, 256) and preview.frame_index == 5
+
+
+@pytest.mark.parametrize(
+    "model, asked, default, planned",
+    [
+        ("builtin:small", None, None, 128),  # the shipped model's working size, from its fairy_model.json
+        ("builtin:tiny", None, None, 512),  # a model that says none: the paper's
+        ("builtin:small", 96, None, 96),  # the request wins
+        ("builtin:small", None, 256, 256),  # then the server's configured default
+    ],
+)
+def test_an_unset_long_side_is_the_models_working_size(tmp_path, model, asked, default, planned):
+    from fractions import Fraction
+
+    from fairy.video import make_test_clip
+    from fairy_server.admission import plan_edit
+    from fairy_server.config import Defaults
+    from fairy_server.jobs import EditRequest
+    from fairy_server.store import JobStore
+
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = make_test_clip(media / "clip.mp4", frames=4, width=64, height=48, fps=Fraction(24), audio=False)
+    config = ServerConfig(data_dir=tmp_path / "data", model=model, media_roots=(media,), defaults=Defaults(long_side=default))
+    request = EditRequest(job_id="job-1", source_path=str(clip), upload_id=None, start_frame=0, frame_count=4, rate_num=24,
+                          rate_den=1, handles_before=0, handles_after=0, instruction="make it night", model="", seed=0,
+                          long_side=asked)  # fmt: skip
+    (tmp_path / "data").mkdir()
+    plan = plan_edit(request, config, JobStore(tmp_path / "data" / "jobs.sqlite3"), UploadStore(tmp_path / "up", 1 << 20))
+    assert plan.long_side == planned

@@ -1,0 +1,110 @@
+"""``fairy train-small``: the one command that reproduces the shipped small model.
+
+Stages, each written to its own folder under ``--work-dir`` and skipped when
+that folder is already complete (an interrupted stage resumes from its newest
+checkpoint, so the recipe can be run across several sittings):
+
+1. ``init``: fresh small components (``fairy.training.small_model``: an
+   exact pixel-space autoencoder, a random UNet and text encoder), with the
+   latent scale measured on procedural images;
+2. ``base``: the editor trained from scratch on ``builtin:procedural`` with
+   InstructPix2Pix's augmentation (crops and flips, no affine);
+3. ``equivariant``: ``base`` finetuned with Fairy's equivariant augmentation:
+   the shipped model;
+4. ``plain``: ``base`` finetuned for as long without it, the control for the
+   quality benchmark's ablation;
+5. the shipped model is evaluated on the held-out photographs and copied to
+   ``--output`` with its scores and the edits that pass in ``fairy_model.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import sys
+import time
+
+import torch
+
+__all__ = ["Recipe", "SHIPPED_RECIPE", "run_recipe"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    seed: int = 0
+    base_steps: int = 1400
+    base_resolution: int = 96
+    base_learning_rate: float = 6e-4
+    finetune_steps: int = 250
+    finetune_resolution: int = 96
+    finetune_learning_rate: float = 2e-4
+    batch_size: int = 16
+    eval_images_per_photo: int = 8
+
+
+SHIPPED_RECIPE = Recipe()
+
+
+def _log(message: str) -> None:
+    print(f"[train-small {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _stage_init(folder: pathlib.Path, recipe: Recipe) -> None:
+    from .data import ProceduralEdits
+    from .small_model import LONG_SIDE, build_small_components, latent_scaling_factor
+    from .trainer import save_model_folder
+
+    components = build_small_components(recipe.seed)
+    scale = latent_scaling_factor(components["vae"], ProceduralEdits(LONG_SIDE, seed=recipe.seed + 1))
+    components["vae"].register_to_config(scaling_factor=scale)
+    save_model_folder(components, folder, {"long_side": LONG_SIDE, "kind": "fairy-small"})
+
+
+def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SHIPPED_RECIPE, *, progress: bool = True) -> dict:
+    """Run every stage not yet done (see the module doc); returns the evaluation of the shipped model."""
+    from ..errors import OutputExistsError
+    from .evaluate import evaluate_edits, write_scores
+    from .trainer import TrainConfig, checkpoint_dir_for, train
+
+    if output.exists():
+        raise OutputExistsError(f"the output folder {output} exists; pick a new one (nothing was written)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed)
+    stages = {name: work_dir / name for name in ("init", "base", "equivariant", "plain")}
+
+    if not stages["init"].is_dir():
+        _log("stage 1/5: fresh components")
+        _stage_init(stages["init"], recipe)
+
+    def editor(stage: str, base: str, *, steps, resolution, learning_rate, equivariant, warmup, schedule, seed) -> None:
+        out = stages[stage]
+        if out.is_dir():
+            return
+        config = TrainConfig(
+            data="builtin:procedural", base=str(stages[base]), output=out, steps=steps, batch_size=recipe.batch_size,
+            resolution=resolution, learning_rate=learning_rate, lr_schedule=schedule, warmup_steps=warmup,
+            equivariant=equivariant, train_text_encoder=True, seed=seed, checkpoint_every=50,
+            resume=checkpoint_dir_for(out).is_dir(),
+        )  # fmt: skip
+        train(config, progress=progress)
+
+    _log("stage 2/5: the editor from scratch (no equivariant augmentation)")
+    editor("base", "init", steps=recipe.base_steps, resolution=recipe.base_resolution,
+           learning_rate=recipe.base_learning_rate, equivariant=False, warmup=50, schedule="cosine", seed=recipe.seed)  # fmt: skip
+    _log("stage 3/5: equivariant finetuning (the shipped model)")
+    editor("equivariant", "base", steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
+           learning_rate=recipe.finetune_learning_rate, equivariant=True, warmup=0, schedule="cosine", seed=recipe.seed + 1)  # fmt: skip
+    _log("stage 4/5: plain finetuning (the ablation's control)")
+    editor("plain", "base", steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
+           learning_rate=recipe.finetune_learning_rate, equivariant=False, warmup=0, schedule="cosine", seed=recipe.seed + 1)  # fmt: skip
+
+    _log("stage 5/5: evaluation on the held-out photographs")
+    scores = evaluate_edits(str(stages["equivariant"]), count_per_photo=recipe.eval_images_per_photo, progress=progress)
+    partial = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(stages["equivariant"], partial)
+    write_scores(partial, scores, recipe=dataclasses.asdict(recipe))
+    partial.rename(output)
+    _log(f"wrote {output}")
+    return scores

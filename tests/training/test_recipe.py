@@ -1,0 +1,34 @@
+"""`fairy train-small`'s recipe end to end at toy sizes: every stage, the evaluation, the shipped folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fairy.cli import main
+from fairy.training.recipe import Recipe, run_recipe
+
+TOY = Recipe(base_steps=2, finetune_steps=1, batch_size=1, base_resolution=16, finetune_resolution=16, eval_images_per_photo=1)
+
+
+def test_the_recipe_runs_every_stage_and_records_its_evaluation(tmp_path):
+    out, work = tmp_path / "small", tmp_path / "work"
+    scores = run_recipe(out, work, TOY, progress=False)
+    assert sorted(p.name for p in work.iterdir() if not p.name.endswith("-checkpoints")) == ["base", "equivariant", "init", "plain"]
+    info = json.loads((out / "fairy_model.json").read_text())
+    assert info["long_side"] == 128 and info["recipe"]["base_steps"] == 2
+    assert info["training"]["equivariant"] is True and info["training"]["previous"]["equivariant"] is False
+    assert set(info["evaluation"]["edits"]) == set(scores["edits"]) and len(scores["edits"]) == 8
+    assert info["evaluation"]["autoencoder_psnr"] > 60  # the pixel-space autoencoder is exact
+    # A second run finds every stage done and refuses to replace the output.
+    stamp = (work / "base" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    with pytest.raises(Exception, match="exists"):
+        run_recipe(out, work, TOY, progress=False)
+    assert (work / "base" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_train_small_refuses_an_existing_output(tmp_path, capsys):
+    (tmp_path / "small").mkdir()
+    assert main(["train-small", "-o", str(tmp_path / "small")]) == 2
+    assert "exists" in capsys.readouterr().err

@@ -1,0 +1,50 @@
+"""The small model that ships in the package (builtin:small): loads offline and really carries out its edits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fairy.loading import load_pipeline
+from fairy.model_info import SMALL_MODEL_ID, read_model_info, shipped_model_path, working_long_side
+from fairy.training.edits import edit_by_name, hue_rotation_angle, rotate_hue
+from fairy.training.evaluate import held_out_images, psnr
+
+INFO = read_model_info(SMALL_MODEL_ID)
+SHIPPED = [e["name"] for e in INFO.get("edits", [])]
+
+
+@pytest.fixture(scope="module")
+def small_pipe():
+    return load_pipeline(SMALL_MODEL_ID, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photo():
+    # One fixed crop of a held-out photograph, at the model's working size (4:3).
+    side = working_long_side(SMALL_MODEL_ID)
+    image = held_out_images((side, side * 3 // 4), count_per_photo=1, seed=7)[0]
+    return (image * 255).round().astype(np.uint8)
+
+
+def test_the_shipped_model_is_small_self_describing_and_loads_offline(small_pipe):
+    folder = shipped_model_path()
+    weights = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+    assert 0 < weights <= 30 * 1024**2
+    assert working_long_side(SMALL_MODEL_ID) == INFO["long_side"] == 128 == small_pipe.default_long_side
+    assert SHIPPED, "fairy_model.json lists no edits that passed evaluation"
+    assert INFO["evaluation"]["autoencoder_psnr"] >= 30
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_edit_moves_a_held_out_photo_towards_its_exact_target(small_pipe, photo, name):
+    edit = edit_by_name(name)
+    source = photo.astype(np.float32) / 255
+    out = np.asarray(small_pipe(photo[None], edit.instruction, num_anchors=0, seed=0).frames[0], dtype=np.float32)
+    if edit.ambiguous:
+        # Many right answers: the output must be some hue rotation of the source, closer to it than the source is.
+        angle = hue_rotation_angle(source, out)
+        assert psnr(out, rotate_hue(source, angle)) > psnr(source, rotate_hue(source, angle))
+    else:
+        target = edit.apply(source)
+        assert psnr(out, target) > psnr(source, target), name
