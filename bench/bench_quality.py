@@ -43,7 +43,12 @@ _CAMERA_ONLY = {"pan", "zoom", "rotate"}
 
 
 def circular_std_degrees(angles: list[float]) -> float:
-    z = np.exp(1j * np.deg2rad(np.asarray(angles)))
+    """Circular standard deviation (degrees) of the angles; frames with no measurable hue are left out."""
+    angles = np.asarray(angles, dtype=np.float64)
+    angles = angles[np.isfinite(angles)]
+    if angles.size < 2:
+        return float("nan")
+    z = np.exp(1j * np.deg2rad(angles))
     length = min(1.0, float(np.abs(z.mean())))
     return float(np.rad2deg(np.sqrt(-2 * np.log(max(length, 1e-12)))))
 

@@ -93,7 +93,8 @@ def evaluate_edits(model, *, size: tuple[int, int] | None = None, count_per_phot
                   f"{accuracy:.0%}", flush=True)  # fmt: skip
     for edit in AMBIGUOUS_EDITS:
         outputs = run(edit.instruction)
-        angles = [hue_rotation_angle(s, o) for s, o in zip(sources, outputs)]
+        # A gray output has no hue to measure: count it as no rotation.
+        angles = [a if np.isfinite(a) else 0.0 for a in (hue_rotation_angle(s, o) for s, o in zip(sources, outputs))]
         fit = float(np.mean([psnr(o, rotate_hue(s, a)) for s, o, a in zip(sources, outputs, angles)]))
         unchanged = float(np.mean([psnr(o, s) for s, o in zip(sources, outputs)]))
         scores["edits"][edit.name] = {

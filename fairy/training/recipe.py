@@ -33,10 +33,10 @@ __all__ = ["Recipe", "SHIPPED_RECIPE", "run_recipe"]
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     seed: int = 0
-    base_steps: int = 1400
+    base_steps: int = 900
     base_resolution: int = 96
     base_learning_rate: float = 6e-4
-    finetune_steps: int = 250
+    finetune_steps: int = 200
     finetune_resolution: int = 96
     finetune_learning_rate: float = 2e-4
     batch_size: int = 16

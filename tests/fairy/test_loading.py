@@ -62,4 +62,4 @@ def test_unreachable_hub_id_gives_one_line(tmp_path):
     message = out.stdout.strip()
     assert message.count("\n") == 0 and message, out.stderr
     assert "timbrooks/instruct-pix2pix" in message
-    assert "local diffusers folder" in message and ".safetensors" in message
+    assert "local diffusers folder" in message and ".safetensors" in message and "builtin:small" in message
