@@ -42,6 +42,10 @@ _CLIPS = (("pan", HELD_OUT_PHOTOS[1]), ("zoom", HELD_OUT_PHOTOS[0]), ("rotate", 
 _CAMERA_ONLY = {"pan", "zoom", "rotate"}
 
 
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
 def circular_std_degrees(angles: list[float]) -> float:
     """Circular standard deviation (degrees) of the angles; frames with no measurable hue are left out."""
     angles = np.asarray(angles, dtype=np.float64)
@@ -72,7 +76,7 @@ def main() -> None:
         ("Fairy (K = 3), equivariant finetuning", "equivariant", 3, "shared"),
     ]
     pipes = {name: load_pipeline(str(args.work_dir / name), device="cpu") for name in ("plain", "equivariant")}
-    floor = np.mean([warp_error(c, np.stack([edits[0].apply(f / 255.0) for f in c]).clip(0, 1)) for c in clips.values()])
+    floor = np.mean([warp_error(c, _to_uint8(np.stack([edits[0].apply(f / 255.0) for f in c]))) for c in clips.values()])
     results = []
     began = time.perf_counter()
     for label, model, anchors, noise in rows:
@@ -80,8 +84,8 @@ def main() -> None:
         for edit in edits:
             for (motion, _), clip in clips.items():
                 out = pipes[model](clip, edit.instruction, num_anchors=anchors, batch_size=args.frames, seed=args.seed, noise=noise)
-                edited = np.asarray(out.frames, dtype=np.float32)
-                w = warp_error(clip, edited)
+                edited = np.asarray(out.frames, dtype=np.float32)  # in [0, 1]
+                w = warp_error(clip, _to_uint8(edited))
                 warps.append(w)
                 if motion in _CAMERA_ONLY:
                     camera_warps.append(w)

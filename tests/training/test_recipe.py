@@ -9,13 +9,13 @@ import pytest
 from fairy.cli import main
 from fairy.training.recipe import Recipe, run_recipe
 
-TOY = Recipe(base_steps=2, finetune_steps=1, batch_size=1, base_resolution=16, finetune_resolution=16, eval_images_per_photo=1)
+TOY = Recipe(base_steps=2, refine_steps=1, finetune_steps=1, batch_size=1, base_resolution=16, finetune_resolution=16, eval_images_per_photo=1)
 
 
 def test_the_recipe_runs_every_stage_and_records_its_evaluation(tmp_path):
     out, work = tmp_path / "small", tmp_path / "work"
     scores = run_recipe(out, work, TOY, progress=False)
-    assert sorted(p.name for p in work.iterdir() if not p.name.endswith("-checkpoints")) == ["base", "equivariant", "init", "plain"]
+    assert sorted(p.name for p in work.iterdir() if not p.name.endswith("-checkpoints")) == ["base", "equivariant", "init", "plain", "refine"]
     info = json.loads((out / "fairy_model.json").read_text())
     assert info["long_side"] == 128 and info["recipe"]["base_steps"] == 2
     assert info["training"]["equivariant"] is True and info["training"]["previous"]["equivariant"] is False
