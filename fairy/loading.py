@@ -22,7 +22,9 @@ Ancestral (the paper's sampler) configured from the model's scheduler config.
 
 from __future__ import annotations
 
+import os
 import pathlib
+import warnings
 
 import torch
 
@@ -49,10 +51,17 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def _components_from_pretrained(source: str, dtype: torch.dtype, local_files_only: bool | None) -> dict:
+    kwargs = {"local_files_only": local_files_only} if local_files_only is not None else {}
+    with warnings.catch_warnings():
+        # diffusers still passes an argument huggingface_hub deprecated; the user can do nothing about it.
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+        return _components(source, dtype, kwargs)
+
+
+def _components(source: str, dtype: torch.dtype, kwargs: dict) -> dict:
     from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    kwargs = {"local_files_only": local_files_only} if local_files_only is not None else {}
     return {
         "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kwargs),
         "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kwargs),
@@ -103,14 +112,7 @@ def load_pipeline(
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the model folder {path}: {_first_line(exc)}") from exc
     elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        try:
-            components = _components_from_pretrained(model, dtype, local_files_only)
-        except Exception as exc:  # hub errors come as OSError, HTTP and connection errors of several kinds
-            raise ModelLoadError(
-                f"cannot load model {model!r}: it is not in the local Hugging Face cache and the hub could not "
-                f"be reached ({_first_line(exc)}); pass a local diffusers folder, a .safetensors/.ckpt file, or builtin:small "
-                "(the small model that ships with Fairy) instead"
-            ) from exc
+        components = _components_from_hub(model, dtype, local_files_only)
     else:
         raise ModelLoadError(
             f"no model at {model!r}: give a hub id (owner/name), a diffusers folder, a .safetensors/.ckpt file, "
@@ -126,6 +128,60 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     pipe.default_long_side = working_long_side(model)
     return pipe
+
+
+# What a diffusers InstructPix2Pix folder needs; the rest of a hub repository (other weight formats,
+# sample images) is not fetched.
+_HUB_PATTERNS = ["model_index.json", "*/config.json", "*/*config.json", "*/*.txt", "*/*.json",
+                 "*/*.safetensors", "*/*.model"]
+
+
+def _components_from_hub(model: str, dtype: torch.dtype, local_files_only: bool | None) -> dict:
+    """Load a hub id: from the local cache when it is there (no network at all), else, when the hub
+    answers, by downloading it; when it is neither cached nor reachable, one line at once."""
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    instead = ("pass a local diffusers folder, a .safetensors/.ckpt file, or builtin:small "
+               "(the small model that ships with Fairy) instead")
+    try:
+        cached = huggingface_hub.snapshot_download(model, local_files_only=True, allow_patterns=_HUB_PATTERNS)
+    except Exception:  # not cached (or only part of it): LocalEntryNotFoundError and kin
+        cached = None
+    broken = None
+    if cached is not None and (pathlib.Path(cached) / "unet").is_dir():
+        try:
+            return _components_from_pretrained(cached, dtype, local_files_only=True)
+        except (OSError, ValueError) as exc:  # an interrupted or damaged download: fetch what is missing
+            broken = f"the cached copy of {model!r} ({cached}) is incomplete or corrupt: {_first_line(exc)}"
+    if local_files_only or _hub_offline():
+        if broken:
+            raise ModelLoadError(f"{broken}; delete it, or allow downloads (unset HF_HUB_OFFLINE) to complete it")
+        raise ModelLoadError(f"model {model!r} is not in the local Hugging Face cache and downloads are off "
+                             f"(HF_HUB_OFFLINE); {instead}")
+    try:  # a short, quiet question first, so an offline machine hears in a second, not after retries
+        huggingface_hub.model_info(model, timeout=5)
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise ModelLoadError(f"the Hugging Face hub has no model {model!r} that this machine may read "
+                             f"({_first_line(exc)}); check the name or log in with `hf auth login`") from None
+    except Exception as exc:  # connection refused, DNS, timeouts, proxies: the hub is not reachable
+        if broken:
+            raise ModelLoadError(f"{broken}, and the hub could not be reached to complete it "
+                                 f"({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelLoadError(f"model {model!r} is not in the local Hugging Face cache and the hub could not be "
+                             f"reached ({type(exc).__name__}: {_first_line(exc)}); {instead}") from None
+    try:
+        return _components_from_pretrained(model, dtype, local_files_only=False)
+    except Exception as exc:  # the hub answered: whatever failed now is the real cause
+        raise ModelLoadError(f"cannot load model {model!r} from the Hugging Face hub: {_first_line(exc)}") from exc
+
+
+def _hub_offline() -> bool:
+    import huggingface_hub.constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; a later change of the variable counts too.
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or (
+        os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"})
 
 
 def _first_line(exc: BaseException) -> str:

@@ -907,7 +907,7 @@ class VideoWriter:
             raise OutputExistsError(f"{self.path}: appeared while encoding; not replaced")
         self._close_audio_source()
         # mkstemp made the file private (0600); give it the mode a new file gets.
-        os.chmod(self._temp, 0o666 & ~_umask())
+        os.chmod(self._temp, new_file_mode())
         os.replace(self._temp, self.path)
         self._temp = None
 
@@ -927,6 +927,12 @@ class VideoWriter:
             with contextlib.suppress(FileNotFoundError):
                 self._temp.unlink()
             self._temp = None
+
+
+def new_file_mode() -> int:
+    """The mode a new file of this process gets (0666 less the umask): what a
+    finished output written through mkstemp (0600) is given before its rename."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -246,6 +246,9 @@ class FairyClient:
                 final = dest / name
             else:
                 final = dest
+            # mkstemp made it private (0600); a result goes into a media folder editors share, so it gets
+            # the mode any new file of the user gets.
+            os.chmod(temp_name, 0o666 & ~_umask())
             os.replace(temp_name, final)
             return final
         except BaseException:
@@ -310,3 +313,14 @@ class _CallStopper:
         self._done.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, and is not thread-safe)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022

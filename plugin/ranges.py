@@ -131,7 +131,7 @@ def _visible(clip: otio.schema.Clip) -> tuple[TimeRange, TimeRange]:
         # Map into the parent's coordinates: same duration, new start.
         outer = TimeRange(placed.start_time + (outer.start_time - item.trimmed_range().start_time),
                           outer.duration)
-        trim = parent.source_range
+        trim = _trim_window(parent)
         if trim is not None:
             cut_before = max(trim.start_time - outer.start_time, RationalTime(0, outer.start_time.rate))
             cut_after = max(outer.end_time_exclusive() - trim.end_time_exclusive(),
@@ -142,6 +142,21 @@ def _visible(clip: otio.schema.Clip) -> tuple[TimeRange, TimeRange]:
             own = TimeRange(own.start_time + cut_before, own.duration - cut_before - cut_after)
         item = parent
     return outer, own
+
+
+def _trim_window(item) -> TimeRange | None:
+    """The part of ``item``'s own time that is seen, or None when all of it is.
+
+    A track whose source range starts below zero, before its first child, is
+    the CMX 3600 reader's way of placing the track at its record timecode (an
+    EDL at 01:00:00:00 gives a track starting at -1 h): the start is an offset,
+    kept by OTIO's time transforms (so the EDL writer puts the clips back at
+    01:00:00:00), and the window seen is the track's first ``duration`` of
+    content. Read literally it would hide every clip."""
+    trim = item.source_range
+    if trim is not None and isinstance(item, otio.schema.Track) and trim.start_time.value < 0:
+        return TimeRange(RationalTime(0, trim.start_time.rate), trim.duration)
+    return trim
 
 
 def _self_and_ancestors(item):

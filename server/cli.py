@@ -47,15 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=pathlib.Path, help="PEM private key for TLS")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without token and TLS")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="frames denoised at once (halved on out-of-memory)")
-    p.add_argument("--max-frames", type=int, default=limits.max_frames)
-    p.add_argument("--max-pixels", type=int, default=limits.max_pixels)
-    p.add_argument("--max-instruction-length", type=int, default=limits.max_instruction_length)
-    p.add_argument("--max-upload-bytes", type=int, default=limits.max_upload_bytes)
-    p.add_argument("--max-message-bytes", type=int, default=limits.max_message_bytes)
-    p.add_argument("--max-queued-jobs", type=int, default=limits.max_queued_jobs)
+    p.add_argument("--max-frames", type=int, default=limits.max_frames,
+                   help="most frames one job may render, handles included (default %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=limits.max_pixels,
+                   help="largest source frame, width x height in pixels (default %(default)s: 3840x2160)")
+    p.add_argument("--max-instruction-length", type=int, default=limits.max_instruction_length,
+                   help="longest instruction, in characters (default %(default)s)")
+    p.add_argument("--max-upload-bytes", type=int, default=limits.max_upload_bytes,
+                   help="largest media file a client may upload, in bytes (default %(default)s: 8 GiB)")
+    p.add_argument("--max-message-bytes", type=int, default=limits.max_message_bytes,
+                   help="largest gRPC message either way, in bytes (default %(default)s: 4 MiB; uploads and downloads are chunked below it)")
+    p.add_argument("--max-queued-jobs", type=int, default=limits.max_queued_jobs,
+                   help="jobs waiting at once; more are refused with RESOURCE_EXHAUSTED (default %(default)s)")
     p.add_argument("--rpc-threads", type=int, default=128, help="concurrent calls served (each open WatchJob holds one)")
     p.add_argument("--port-file", type=pathlib.Path, help="write the bound port here once listening (for scripts using port 0)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="how much the server logs to stderr (default %(default)s)")
     return p
 
 

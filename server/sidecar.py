@@ -16,6 +16,8 @@ import tempfile
 
 import opentimelineio as otio
 
+from fairy.video import new_file_mode
+
 from .jobs import EditPlan
 
 __all__ = ["fairy_metadata", "build_timeline", "write_sidecar"]
@@ -72,6 +74,7 @@ def write_sidecar(path: pathlib.Path, plan: EditPlan, job_id: str, rendered: pat
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())  # mkstemp made it private; results are shared media
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

@@ -49,17 +49,61 @@ def test_cuda_on_a_machine_without_it_is_refused():
     assert pick_device("cpu").type == "cpu"
 
 
-def test_unreachable_hub_id_gives_one_line(tmp_path):
-    """No network and no cache: one line that says so and names the alternatives."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
-    code = (
-        "from fairy.loading import load_pipeline\n"
-        "from fairy.errors import ModelLoadError\n"
-        "try:\n    load_pipeline('timbrooks/instruct-pix2pix', device='cpu')\n"
-        "except ModelLoadError as e:\n    print(str(e))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+_LOAD_AND_PRINT = (
+    "import sys\n"
+    "from fairy.loading import load_pipeline\n"
+    "from fairy.errors import ModelLoadError\n"
+    "try:\n    pipe = load_pipeline(sys.argv[1], device='cpu')\n"
+    "except ModelLoadError as e:\n    print(str(e))\nelse:\n    print('loaded', type(pipe.unet).__name__)\n"
+)
+
+
+def _load_in_a_fresh_process(model: str, hf_home, *, offline: bool) -> subprocess.CompletedProcess:
+    """huggingface_hub reads its settings at import, so each case gets its own interpreter. The endpoint is
+    a closed local port: the test never reaches the network, and an unreachable hub is what it sees."""
+    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1" if offline else "0",
+               HF_ENDPOINT="http://127.0.0.1:9")
+    return subprocess.run([sys.executable, "-c", _LOAD_AND_PRINT, model], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_uncached_hub_id_gives_one_line_at_once(tmp_path, offline):
+    """Neither cached nor reachable (downloads off, or the hub not answering): one line that says so and
+    names the alternatives; no retry messages or warnings before it."""
+    out = _load_in_a_fresh_process("timbrooks/instruct-pix2pix", tmp_path / "hf-home", offline=offline)
     message = out.stdout.strip()
     assert message.count("\n") == 0 and message, out.stderr
-    assert "timbrooks/instruct-pix2pix" in message
+    assert "'timbrooks/instruct-pix2pix' is not in the local Hugging Face cache" in message
+    assert ("downloads are off" if offline else "could not be reached") in message
     assert "local diffusers folder" in message and ".safetensors" in message and "builtin:small" in message
+    assert "config.json" not in message  # not diffusers' misleading "does not appear to have a file named"
+    assert "Retry" not in out.stderr and "Warning" not in out.stderr, out.stderr
+
+
+def _cache_as_hub_download(folder, hf_home, repo: str = "someone/tiny-pix2pix"):
+    """``folder`` laid out the way huggingface_hub caches a downloaded repository."""
+    import shutil
+
+    commit = "0" * 40
+    repo_dir = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    return repo_dir / "snapshots" / commit
+
+
+def test_cached_hub_id_loads_without_the_network(tiny_model_dir, tmp_path):
+    """Downloads allowed, hub unreachable: a cached model loads from the cache without asking the hub."""
+    _cache_as_hub_download(tiny_model_dir, tmp_path / "hf-home")
+    out = _load_in_a_fresh_process("someone/tiny-pix2pix", tmp_path / "hf-home", offline=False)
+    assert out.stdout.strip() == "loaded UNet2DConditionModel", out.stdout + out.stderr
+
+
+def test_damaged_cached_hub_id_says_so(tiny_model_dir, tmp_path):
+    snapshot = _cache_as_hub_download(tiny_model_dir, tmp_path / "hf-home")
+    (snapshot / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    for offline, tail in [(True, "unset HF_HUB_OFFLINE"), (False, "the hub could not be reached to complete it")]:
+        message = _load_in_a_fresh_process("someone/tiny-pix2pix", tmp_path / "hf-home", offline=offline).stdout
+        assert message.count("\n") == 1 and "cached copy of 'someone/tiny-pix2pix'" in message, message
+        assert "incomplete or corrupt" in message and tail in message

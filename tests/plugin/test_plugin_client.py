@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
+import stat
 import threading
 import time
 
@@ -184,6 +186,15 @@ def test_download_is_checked_and_atomic(client, scripted, tmp_path):
     # A folder as destination takes the server's file name.
     named = client.download("dl", dest)
     assert named.name == "dl.mp4"
+    # Results get the mode a new file of the user gets (editors share media folders), not mkstemp's 0600.
+    previous = os.umask(0o027)
+    try:
+        shared = client.download("dl", dest / "shared.mp4")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~previous
+    shared.unlink()
     # A corrupt transfer leaves nothing behind, not even a temp file.
     scripted.servicer.corrupt_downloads = 1
     with pytest.raises(DownloadError, match="SHA-256 mismatch"):

@@ -272,3 +272,55 @@ def test_fcp_xml_and_edl_through_opentimelineio_plugins(scripted, tmp_path, suff
     placed = [c for c in back.find_clips() if c.name != "Clip-002" and c.name not in {x.name for x in original.find_clips()}]
     assert len(placed) == 1
     assert same_span(placed[0].trimmed_range_in_parent(), before.trimmed_range_in_parent())
+
+
+def _shift_record_timecodes(edl: str, hours: int, rate: float) -> str:
+    """The EDL with every event's record in and out moved ``hours`` later."""
+    lines = []
+    for line in edl.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[0].isdigit():
+            shifted = [otio.opentime.to_timecode(otio.opentime.from_timecode(tc, rate)
+                                                 + otio.opentime.RationalTime(hours * 3600 * rate, rate), rate)
+                       for tc in fields[-2:]]
+            line = line[: line.rindex(fields[-2])] + " ".join(shifted)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("hours", [0, 1, 10])
+@pytest.mark.parametrize("suffix", [".edl", ".xml"])
+def test_timelines_starting_at_any_hour(scripted, tmp_path, hours, suffix):
+    """An EDL whose record timecode starts at 01:00:00:00 (the usual case) or any other hour is read by the
+    CMX reader as a track trimmed from -1 h; FCP XML carries the hour as the timeline's start. Every clip is
+    editable either way, and its result lands over it at the same record time."""
+    source = _copy_with_media("simple_cut.otio", tmp_path)
+    timeline = otio.adapters.read_from_file(str(source))
+    for clip in timeline.find_clips():
+        clip.source_range = clip.trimmed_range()
+    rate = timeline.tracks[0].find_clips()[0].source_range.duration.rate
+    inp = tmp_path / f"cut{suffix}"
+    if suffix == ".edl":
+        inp.write_text(_shift_record_timecodes(otio.adapters.write_to_string(timeline, "cmx_3600"), hours, rate))
+    else:
+        timeline.global_start_time = otio.opentime.RationalTime(hours * 3600 * rate, rate)
+        otio.adapters.write_to_file(timeline, str(inp))
+    original = otio.adapters.read_from_file(str(inp))
+    if suffix == ".edl" and hours:
+        assert original.tracks[0].source_range.start_time.value == -hours * 3600 * rate  # the reader's convention
+    listing = io.StringIO()
+    assert main(["clips", str(inp)], stdout=listing, stderr=listing) == 0, listing.getvalue()
+    assert "not editable" not in listing.getvalue() and "hidden" not in listing.getvalue()
+    assert len(choose_clips(original)) == 4
+    out = tmp_path / f"cut_snow{suffix}.otio"
+    rc, err = _run(["edit", str(inp), "-i", "snow", "-o", str(out)], scripted.address)
+    assert rc == 0, err
+    back = otio.adapters.read_from_file(str(out))
+    sources, results = back.tracks[0].find_clips(), back.tracks[1].find_clips()
+    assert len(results) == len(sources) == 4
+    for before, placed in zip(sources, results):
+        seen = before.transformed_time_range(before.trimmed_range(), back.tracks)
+        landed = placed.transformed_time_range(placed.trimmed_range(), back.tracks)
+        assert same_span(landed, seen)
+        if suffix == ".edl":  # record time: the hour is in the track time, as the CMX writer reads it back
+            assert seen.start_time.to_seconds() >= hours * 3600

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
+import stat
 
 import numpy as np
 import opentimelineio as otio
@@ -150,6 +152,9 @@ def test_run_job_publishes_video_and_sidecar_together(tmp_path):
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["job-1"]
     timeline = otio.adapters.read_from_file(str(sidecar))
     assert timeline.find_clips()[0].metadata["fairy"]["job_id"] == "job-1"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(sidecar.stat().st_mode) == 0o666 & ~umask  # shared media, not mkstemp's 0600
     phases = [e[1] for e in reporter.events if e[0] == "phase"]
     assert phases[:3] == [JobState.LOADING_MODEL, JobState.ANCHORS, JobState.FRAMES]
     (previews,) = [e[1] for e in reporter.events if e[0] == "previews"][:1]
@@ -225,3 +230,13 @@ def test_an_unset_long_side_is_the_models_working_size(tmp_path, model, asked, d
     (tmp_path / "data").mkdir()
     plan = plan_edit(request, config, JobStore(tmp_path / "data" / "jobs.sqlite3"), UploadStore(tmp_path / "up", 1 << 20))
     assert plan.long_side == planned
+
+
+def test_every_server_flag_says_what_it_does():
+    from fairy_server.cli import build_parser
+
+    parser = build_parser()
+    silent = [a.option_strings[0] for a in parser._actions if a.option_strings and not (a.help or "").strip()]
+    assert silent == []
+    text = parser.format_help()
+    assert "most frames one job may render" in text and "8 GiB" in text
