@@ -1,4 +1,6 @@
-"""The ``fairy`` command: ``fairy edit``, ``fairy demo``, ``fairy timeline``, ``fairy train``, ``fairy train-small``.
+"""The ``fairy`` command: ``fairy edit``, ``fairy train``, ``fairy train-small``, and the commands other
+packages add through the ``fairy.commands`` entry point group (``fairy demo`` from the server package,
+``fairy timeline`` from the plugin core), so that the library never imports the layers above it.
 
 Every error the library raises on purpose is printed as one line
 (``fairy: error: ...``) with exit status 2; Ctrl-C cancels cleanly (status 130)
@@ -13,13 +15,12 @@ import sys
 
 from . import DEFAULT_MODEL, __version__
 from .errors import EditCancelled, FairyError
-from .model_info import SMALL_MODEL_ID
 
 _EXIT_ERROR = 2
 _EXIT_CANCELLED = 130
 
 
-def _add_edit_options(parser: argparse.ArgumentParser, default_model: str) -> None:
+def add_edit_options(parser: argparse.ArgumentParser, default_model: str) -> None:
     parser.add_argument("-i", "--instruction", required=True, help='what to do, e.g. "make it a watercolor painting"')
     parser.add_argument("--model", default=default_model,
                         help=f"hub id, diffusers folder, .safetensors/.ckpt file, builtin:small or builtin:tiny (default {default_model})")
@@ -44,24 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("-o", "--output", type=pathlib.Path, required=True, help="edited video to write")
     edit.add_argument("--start", type=int, default=0, help="first frame (default 0)")
     edit.add_argument("--frames", type=int, help="number of frames (default: to the end)")
-    _add_edit_options(edit, DEFAULT_MODEL)
+    add_edit_options(edit, DEFAULT_MODEL)
     edit.add_argument("--config", help="diffusers-format folder with the component configs of a single-file --model")
     edit.add_argument("--batch-size", type=int, default=4, help="frames per UNet batch (memory, not results)")
     edit.add_argument("--noise", choices=("shared", "per_frame"), default="shared",
                       help="initial noise: one latent shared by all frames (default) or one per frame")
 
-    demo = commands.add_parser(
-        "demo", help="the whole path: sample timeline -> fairy-server -> plugin core -> relinked timeline"
-    )
-    demo.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("fairy-demo"))
-    demo.add_argument("--sample-frames", type=int, default=48, help="length of each generated sample shot")
-    _add_edit_options(demo, SMALL_MODEL_ID)
-    demo.set_defaults(instruction="make it night")
-    for action in demo._actions:
-        if action.dest == "instruction":
-            action.required = False
-
-    commands.add_parser("timeline", help="edit clips of an OTIO timeline through a Fairy server", add_help=False)
+    for name, command in sorted(_added_commands().items()):
+        # Parsed by the command itself: only its name and one line of help are known here.
+        commands.add_parser(name, help=(command.load().__doc__ or "").strip().splitlines()[0], add_help=False)
 
     train = commands.add_parser("train", help="train or finetune an editor (InstructPix2Pix loss, equivariant augmentation)")
     train.add_argument("--data", required=True, help="a triplet folder (metadata.jsonl; see the README) or builtin:procedural")
@@ -167,23 +159,26 @@ def run_train_small(args) -> int:
     return 0
 
 
+def _added_commands() -> dict:
+    """The ``fairy.commands`` entry points of the installed packages: name -> entry point whose object is
+    ``main(argv) -> exit status``, its docstring's first line the help."""
+    from importlib.metadata import entry_points
+
+    return {point.name: point for point in entry_points(group="fairy.commands")}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["timeline"]:
-        from fairy_plugin.timeline import main as timeline_main
-
-        return timeline_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    added = _added_commands().get(argv[0]) if argv else None
     try:
+        if added is not None:
+            return added.load()(argv[1:])
+        args = build_parser().parse_args(argv)
         if args.command == "edit":
             return run_edit(args, args.input, args.output, args.start, args.frames)
         if args.command == "train":
             return run_train(args)
-        if args.command == "train-small":
-            return run_train_small(args)
-        from .demo import run_demo
-
-        return run_demo(args)
+        return run_train_small(args)
     except (EditCancelled, KeyboardInterrupt):
         print("fairy: cancelled; nothing was written", file=sys.stderr)
         return _EXIT_CANCELLED

@@ -4,11 +4,6 @@ It imports torch (the server's parent process never does), loads the default
 model once, then renders the JobTasks it receives, one at a time, reporting
 through a multiprocessing queue. It exits when the parent dies, so an orphan
 never keeps rendering after the server was killed.
-
-Test hooks (environment variables, read only here):
-  FAIRY_SERVER_TEST_INJECT_OOM=N    the first N render attempts in this process
-                                    raise torch.cuda.OutOfMemoryError("injected")
-  FAIRY_SERVER_TEST_HOLD_LOAD=PATH  wait until PATH exists before loading the model
 """
 
 from __future__ import annotations
@@ -39,8 +34,6 @@ from .work import PipelineCache, run_job
 __all__ = ["WorkerSettings", "worker_main"]
 
 _log = logging.getLogger("fairy_server.worker")
-_INJECT_OOM = "FAIRY_SERVER_TEST_INJECT_OOM"
-_HOLD_LOAD = "FAIRY_SERVER_TEST_HOLD_LOAD"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,20 +98,6 @@ def _device_info(device: str) -> DeviceInfo:
     return DeviceInfo("cpu", "cpu", "CPU", pages, free)
 
 
-def _oom_injector(edit_fn, count: int):
-    remaining = {"n": count}
-
-    def edit(*args, **kwargs):
-        if remaining["n"] > 0:
-            remaining["n"] -= 1
-            import torch
-
-            raise torch.cuda.OutOfMemoryError("injected")
-        return edit_fn(*args, **kwargs)
-
-    return edit
-
-
 def worker_main(settings: WorkerSettings, tasks, events, cancel_seq) -> None:
     """Process entry point (multiprocessing "spawn")."""
     _die_with_parent()
@@ -141,10 +120,6 @@ def worker_main(settings: WorkerSettings, tasks, events, cancel_seq) -> None:
         device = "cuda:0" if cuda_count else "cpu"
     events.put(WorkerHello(settings.worker_id, _device_info(device), cuda_count if settings.device == "auto" else 0))
 
-    hold = os.environ.get(_HOLD_LOAD)
-    while hold and not os.path.exists(hold):
-        time.sleep(0.05)
-
     def free_memory() -> None:
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -161,10 +136,6 @@ def worker_main(settings: WorkerSettings, tasks, events, cancel_seq) -> None:
     events.put(WorkerReady(settings.worker_id, settings.model, _device_info(device)))
 
     edit_fn = edit_video
-    inject = int(os.environ.get(_INJECT_OOM, "0") or 0)
-    if inject:
-        edit_fn = _oom_injector(edit_video, inject)
-
     while True:
         task = tasks.get()
         if task is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 
 import opentimelineio as otio
 
@@ -35,3 +37,15 @@ def test_demo_runs_the_whole_path_with_the_shipped_model_by_default(tmp_path, ca
     for sidecar in sidecars:
         clip = otio.adapters.read_from_file(str(sidecar)).find_clips()[0]
         assert clip.metadata["fairy"]["parameters"]["long_side"] == 128
+    # The README's picture is made from this output: per shot, its frames over the edited ones.
+    figure = tmp_path / "demo.jpg"
+    script = pathlib.Path(__file__).parents[2] / "bench" / "make_demo_figure.py"
+    made = subprocess.run([sys.executable, str(script), "--demo-dir", str(out), "--out", str(figure)],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    from PIL import Image
+
+    with Image.open(figure) as picture:
+        width, height = picture.size
+    shot = probe(rendered)
+    assert width == 3 * shot.width + 2 * 4 and height == 4 * shot.height + 3 * 4

@@ -71,14 +71,18 @@ def wait_state(stub, job_id: str, states, timeout: float = 120.0) -> pb.Job:
 class ServerProcess:
     """``python -m fairy_server`` on 127.0.0.1:0, its port read from --port-file."""
 
-    def __init__(self, data_dir: pathlib.Path, *args: str, env: dict | None = None):
+    def __init__(self, data_dir: pathlib.Path, *args: str, env: dict | None = None, faults: tuple[str, ...] = ()):
+        """``faults``: options of ``faulty_server.py`` (for example ``("--inject-oom", "5")``); with them the
+        server runs through that wrapper, whose workers meet those faults."""
         self.data_dir = pathlib.Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
         self.port_file.unlink(missing_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         self.args = [
-            sys.executable, "-m", "fairy_server", "--address", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+            *([sys.executable, str(pathlib.Path(__file__).with_name("faulty_server.py")), *faults, "--"] if faults
+              else [sys.executable, "-m", "fairy_server"]),
+            "--address", "127.0.0.1:0", "--data-dir", str(self.data_dir),
             "--model", "builtin:tiny", "--devices", "cpu", "--port-file", str(self.port_file), *args,
         ]
         self._log = open(self.log_path, "ab")

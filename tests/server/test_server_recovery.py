@@ -109,7 +109,7 @@ def test_out_of_memory_backs_off_then_fails_or_succeeds_and_next_job_runs(tmp_pa
     # job 1 tries batches 4, 2, 1 and fails; job 2 tries 4, 2 and succeeds at 1; job 3 is normal.
     server = ServerProcess(
         tmp_path / "data", "--media-root", str(media_root), "--batch-size", "4",
-        env={"FAIRY_SERVER_TEST_INJECT_OOM": "5"},
+        faults=("--inject-oom", "5"),
     )
     channel, stub = _connect(server)
     try:

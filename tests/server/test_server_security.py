@@ -55,7 +55,7 @@ def secure_server(tmp_path_factory, media_root):
     hold = tmp / "release-model-load"
     server = ServerProcess(
         tmp / "data", "--token-file", str(tmp / "token"), "--tls-cert", str(cert), "--tls-key", str(key),
-        "--media-root", str(media_root), env={"FAIRY_SERVER_TEST_HOLD_LOAD": str(hold)},
+        "--media-root", str(media_root), faults=("--hold-load", str(hold)),
     )
     channel = grpc.secure_channel(server.address, grpc.ssl_channel_credentials(root_certificates=cert_pem))
     server.channel, server.hold = channel, hold

@@ -1,5 +1,9 @@
 """`fairy demo`: the whole product path on generated media, as an editor would go.
 
+It lives in the server package because it runs the product (a server and the
+plugin core) around the model library, which imports neither; the ``fairy``
+command finds it through the ``fairy.commands`` entry point.
+
 1. make two sample shots (camera moves over two photographs that ship with
    scikit-image and that the small model never saw in training) and a sample
    OTIO timeline cutting them together;
@@ -13,19 +17,20 @@
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 from fractions import Fraction
 
-from .errors import FairyError
+from fairy.errors import FairyError
 
 _SERVER_START_SECONDS = 600  # a first run downloads the default model
 
 
 def _make_shot(path: pathlib.Path, number: int, frames: int, size: tuple[int, int], rate: Fraction) -> None:
-    from .training.clips import camera_clip
-    from .training.data import HELD_OUT_PHOTOS, load_photo
-    from .video import VideoWriter
+    from fairy.training.clips import camera_clip
+    from fairy.training.data import HELD_OUT_PHOTOS, load_photo
+    from fairy.video import VideoWriter
 
     photo, motion = ((HELD_OUT_PHOTOS[1], "pan"), (HELD_OUT_PHOTOS[0], "zoom"))[number % 2]
     with VideoWriter(path, fps=rate, width=size[0], height=size[1], expected_frames=frames) as writer:
@@ -65,7 +70,7 @@ def make_sample_timeline(folder: pathlib.Path, *, frames: int = 48, size: tuple[
 
 def describe_model(model: str) -> str:
     """What the user is about to run, said plainly (the small model is no real editor)."""
-    from .model_info import SMALL_MODEL_ID, read_model_info
+    from fairy.model_info import SMALL_MODEL_ID, read_model_info
 
     if model != SMALL_MODEL_ID:
         return f"model: {model}"
@@ -80,9 +85,30 @@ def describe_model(model: str) -> str:
     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from fairy.cli import add_edit_options
+    from fairy.model_info import SMALL_MODEL_ID
+
+    parser = argparse.ArgumentParser(prog="fairy demo", description=main.__doc__)
+    parser.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("fairy-demo"))
+    parser.add_argument("--sample-frames", type=int, default=48, help="length of each generated sample shot")
+    add_edit_options(parser, SMALL_MODEL_ID)
+    parser.set_defaults(instruction="make it night")
+    for action in parser._actions:
+        if action.dest == "instruction":
+            action.required = False
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """the whole path: sample timeline -> fairy-server -> plugin core -> relinked timeline"""
+    return run_demo(build_parser().parse_args(argv))
+
+
 def run_demo(args) -> int:
     from fairy_plugin.timeline import main as timeline_main
-    from fairy_server.local import LocalServerError, local_server
+
+    from .local import LocalServerError, local_server
 
     out_dir: pathlib.Path = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
