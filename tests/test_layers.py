@@ -27,3 +27,19 @@ def test_fairy_finds_the_commands_of_the_layers_above_it():
     help_text = subprocess.run([sys.executable, "-m", "fairy.cli", "--help"], capture_output=True, text=True,
                                timeout=120).stdout
     assert "demo" in help_text and "edit clips of an OTIO timeline" in help_text
+
+
+def test_every_package_folder_is_installed():
+    """A package folder missing from [tool.setuptools] packages works in an editable install and is absent
+    from a wheel; list them all."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for name, folder in config["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            if "dist" not in parts and "__pycache__" not in parts:
+                found.add(".".join((name, *parts)))
+    assert found == listed
