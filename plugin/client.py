@@ -15,11 +15,11 @@ import pathlib
 import tempfile
 import threading
 import time
-import uuid
 from typing import Callable, Iterator
 
 import grpc
 from fairy_proto.v1 import fairy_pb2, fairy_pb2_grpc
+from fairy_proto.v1.jobs import TERMINAL_STATES, new_job_id
 
 from .errors import (AuthenticationError, DownloadError, PluginError, RequestRejectedError,
                      ServerUnavailableError)
@@ -28,7 +28,6 @@ __all__ = ["DEFAULT_ADDRESS", "FairyClient", "TERMINAL_STATES", "state_name", "f
 
 DEFAULT_ADDRESS = "127.0.0.1:50151"
 
-TERMINAL_STATES = frozenset({fairy_pb2.JOB_STATE_DONE, fairy_pb2.JOB_STATE_FAILED, fairy_pb2.JOB_STATE_CANCELLED})
 
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _UPLOAD_CHUNK_BYTES = 1024 * 1024
@@ -141,7 +140,7 @@ class FairyClient:
         if not request.job_id:
             filled = fairy_pb2.SubmitEditRequest()
             filled.CopyFrom(request)
-            filled.job_id = uuid.uuid4().hex
+            filled.job_id = new_job_id()
             request = filled
         return self._retrying(lambda: self._stub.SubmitEdit(request, metadata=self._metadata))
 

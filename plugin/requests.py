@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 from fairy_proto.v1 import fairy_pb2
+from fairy_proto.v1.jobs import new_job_id
 
 from .errors import PluginError
 from .ranges import MediaRange
@@ -49,7 +49,7 @@ def request_for_range(media_range: MediaRange, params: EditParams, *, job_id: st
                       upload_id: str | None = None) -> fairy_pb2.SubmitEditRequest:
     """A request editing ``media_range`` (plus its handles) with ``params``.
 
-    ``job_id`` None picks a new uuid4 so retries stay idempotent; ``upload_id``
+    ``job_id`` None mints a new one (``fairy_proto.v1.jobs.new_job_id``) so retries stay idempotent; ``upload_id``
     names media sent with FairyClient.upload instead of a server-side path.
     """
     params.check()
@@ -67,7 +67,7 @@ def request_for_range(media_range: MediaRange, params: EditParams, *, job_id: st
     source = (fairy_pb2.MediaSource(upload_id=upload_id) if upload_id
               else fairy_pb2.MediaSource(path=media_range.media_path))
     return fairy_pb2.SubmitEditRequest(
-        job_id=job_id or uuid.uuid4().hex,
+        job_id=job_id or new_job_id(),
         source=source,
         range=fairy_pb2.FrameRange(
             start_frame=media_range.start_frame,

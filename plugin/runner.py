@@ -14,16 +14,16 @@ import pathlib
 import re
 import threading
 import time
-import uuid
 
 from fairy_proto.v1 import fairy_pb2
+from fairy_proto.v1.jobs import TERMINAL_STATE_NAMES, new_job_id
 
 from .client import TERMINAL_STATES, FairyClient, state_name
 from .errors import JobFailedError, PluginError
 
 __all__ = ["JobUpdate", "JobRunner", "FINAL_STATES"]
 
-FINAL_STATES = frozenset({"DONE", "FAILED", "CANCELLED"})
+FINAL_STATES = TERMINAL_STATE_NAMES  # the contract's, by name
 
 
 @dataclasses.dataclass
@@ -85,7 +85,7 @@ class JobRunner:
         if not request.job_id:
             filled = fairy_pb2.SubmitEditRequest()
             filled.CopyFrom(request)
-            filled.job_id = uuid.uuid4().hex
+            filled.job_id = new_job_id()
             request = filled
         job_id = request.job_id
         with self._lock:

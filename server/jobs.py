@@ -12,6 +12,8 @@ import hashlib
 import json
 from fractions import Fraction
 
+from fairy_proto.v1.jobs import TERMINAL_STATE_NAMES
+
 __all__ = ["JobState", "RUNNING_STATES", "FINAL_STATES", "EditRequest", "EditPlan", "JobRecord", "Preview", "LiveProgress"]
 
 
@@ -35,7 +37,7 @@ class JobState(str, enum.Enum):
 
 
 RUNNING_STATES = frozenset({JobState.LOADING_MODEL, JobState.ANCHORS, JobState.FRAMES, JobState.ENCODING})
-FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+FINAL_STATES = frozenset(JobState(name) for name in TERMINAL_STATE_NAMES)  # the contract's
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,9 @@ import logging
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
+
+from fairy_proto.v1.jobs import new_job_id
 
 from . import admission
 from .backend import WorkerBackend, WorkerStatus
@@ -165,7 +166,7 @@ class JobManager:
 
     @staticmethod
     def new_job_id() -> str:
-        return uuid.uuid4().hex
+        return new_job_id()
 
     def submit(self, request: EditRequest, request_bytes: bytes, fingerprint: str) -> tuple[JobView, bool]:
         """Queue ``request`` (or serve it from the cache); (job, created)."""

@@ -17,6 +17,7 @@ import time
 
 import grpc
 from fairy_proto.v1 import fairy_pb2, fairy_pb2_grpc
+from fairy_proto.v1.jobs import TERMINAL_STATES
 
 from . import __version__
 from .config import ServerConfig
@@ -34,7 +35,7 @@ _DEFAULT_PAGE = 100
 _MAX_PAGE = 1000
 _WATCH_MIN_INTERVAL = 0.1  # progress-only updates are coalesced to at most ten a second
 _WATCH_POLL = 1.0  # how often a quiet Watch checks whether its client is gone
-_FINAL = frozenset({fairy_pb2.JOB_STATE_DONE, fairy_pb2.JOB_STATE_FAILED, fairy_pb2.JOB_STATE_CANCELLED})
+_FINAL = TERMINAL_STATES
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException):

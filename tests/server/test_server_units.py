@@ -240,3 +240,23 @@ def test_every_server_flag_says_what_it_does():
     assert silent == []
     text = parser.format_help()
     assert "most frames one job may render" in text and "8 GiB" in text
+
+
+def test_one_set_of_terminal_states_and_one_job_id_minter():
+    from fairy_plugin import runner
+    from fairy_plugin.client import TERMINAL_STATES as client_terminal
+    from fairy_proto.v1 import fairy_pb2
+    from fairy_proto.v1.jobs import TERMINAL_STATES, new_job_id
+    from fairy_server import admission
+    from fairy_server.jobs import FINAL_STATES, JobState
+    from fairy_server.translate import STATE_TO_PROTO
+
+    assert {STATE_TO_PROTO[s] for s in FINAL_STATES} == set(TERMINAL_STATES) == set(client_terminal)
+    assert {s.value for s in FINAL_STATES} == set(runner.FINAL_STATES) == {"DONE", "FAILED", "CANCELLED"}
+    # Every other state is not terminal: a job there still changes.
+    assert {STATE_TO_PROTO[s] for s in JobState if s not in FINAL_STATES}.isdisjoint(TERMINAL_STATES)
+    assert fairy_pb2.JOB_STATE_FRAMES not in TERMINAL_STATES
+    ids = {new_job_id() for _ in range(100)}
+    assert len(ids) == 100
+    for job_id in ids:
+        admission.check_job_id(job_id)  # the server accepts what the clients mint
