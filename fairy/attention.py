@@ -21,7 +21,7 @@ What is cached is chosen by ``AnchorCache(store=...)``: ``"hidden"`` keeps the
 layer's input hidden states and recomputes K/V with the layer's own
 projections (half the memory), ``"kv"`` keeps the projected keys and values
 (no recomputation per frame batch). ``bench/bench_anchor_cache.py`` measures
-both; see the README for the numbers and the default.
+both; see docs/method.md for the numbers and docs/library.md for the default.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=(command.load().__doc__ or "").strip().splitlines()[0], add_help=False)
 
     train = commands.add_parser("train", help="train or finetune an editor (InstructPix2Pix loss, equivariant augmentation)")
-    train.add_argument("--data", required=True, help="a triplet folder (metadata.jsonl; see the README) or builtin:procedural")
+    train.add_argument("--data", required=True, help="a triplet folder (metadata.jsonl; see docs/model.md) or builtin:procedural")
     train.add_argument("--base", required=True, help="hub id or diffusers folder to start from (8-channel editor, or 4-channel text-to-image)")
     train.add_argument("-o", "--output", type=pathlib.Path, required=True, help="the model folder to write (must not exist)")
     train.add_argument("--steps", type=int, default=1000)

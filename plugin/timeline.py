@@ -15,12 +15,14 @@ The input is never modified; the output is written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import pathlib
+import signal
 import sys
 import tempfile
-import time
+import threading
 from typing import TextIO
 
 import opentimelineio as otio
@@ -273,7 +275,7 @@ def _edit(args, err: TextIO) -> int:
             for path in sorted({m.media_path for _, m in editable}):
                 err.write(f"uploading {path}\n")
                 uploads[path] = client.upload(pathlib.Path(path))
-        with JobRunner(client, media_dir, always_download=True) as runner:
+        with JobRunner(client, media_dir, always_download=True) as runner, _ctrl_c_as_a_flag() as interrupted:
             by_job: dict[str, Chosen] = {}
             try:
                 for c, media in editable:
@@ -281,12 +283,15 @@ def _edit(args, err: TextIO) -> int:
                                                 labels={"editor": "fairy timeline", "timeline": timeline.name or "",
                                                         "clip": c.clip.name, "track": f"V{c.track_number}"})
                     by_job[runner.submit(c.label, request)] = c
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
                 board = ProgressBoard({job_id: c.label for job_id, c in by_job.items()}, stream=err)
                 while True:
                     board.update(runner.drain())
                     if all(u.final for u in runner.latest().values()):
                         break
-                    time.sleep(_POLL_SECONDS)
+                    if interrupted.wait(_POLL_SECONDS):
+                        raise KeyboardInterrupt
                 board.update(runner.drain())
             except KeyboardInterrupt:
                 err.write(f"\ncancelling {len(by_job)} jobs...\n")
@@ -319,6 +324,22 @@ def _edit(args, err: TextIO) -> int:
     err.write(f"wrote {args.output}: {placed} edited, {len(failed)} failed, {len(skipped)} skipped "
               f"(rendered clips in {media_dir})\n")
     return EXIT_OK if not failed and not skipped else EXIT_INCOMPLETE
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_a_flag():
+    """While jobs run, Ctrl-C sets a flag that the loop checks instead of raising KeyboardInterrupt wherever
+    the main thread happens to be: raised between taking a lock and entering its ``with`` block, it would
+    leave the job runner's lock held and the cancel that follows waiting on it for ever."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signals reach only the main thread; nothing to install
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:

@@ -81,12 +81,17 @@ def result_paths(results_dir: pathlib.Path, job_id: str, plan: EditPlan) -> tupl
     return folder / f"{stem}_fairy{suffix}", folder / f"{stem}_fairy.otio"
 
 
-def phase_fraction(phase: str, step: int, total_steps: int, frames_done: int, total_frames: int) -> float:
+def phase_fraction(phase: str, step: int, total_steps: int, frames_done: int, total_frames: int,
+                   batch_frames: int = 1) -> float:
+    """The job's overall fraction. In the frame pass a batch of ``batch_frames`` frames advances it step by
+    step, so progress moves every denoising step rather than once a batch (seconds apart on a CPU)."""
     low, high = _PHASE_SPAN.get(phase, (0.0, 1.0))
     if phase == "frames" and total_frames > 0:
         within = frames_done / total_frames
-        if total_steps > 0 and frames_done < total_frames:
-            within = min(1.0, within + (step / total_steps) / max(1, total_frames))
+        # At a batch's last step the pipeline already counts its frames as done.
+        if 0 < step < total_steps and frames_done < total_frames:
+            in_flight = min(max(1, batch_frames), total_frames - frames_done)
+            within = min(1.0, within + (step / total_steps) * in_flight / total_frames)
     elif total_steps > 0:
         within = step / total_steps
     elif total_frames > 0:
@@ -167,7 +172,7 @@ def run_job(
                 reporter.phase(state)
             reporter.progress(
                 p.step, p.total_steps, p.frames_done, p.total_frames,
-                phase_fraction(p.phase, p.step, p.total_steps, p.frames_done, p.total_frames),
+                phase_fraction(p.phase, p.step, p.total_steps, p.frames_done, p.total_frames, batch),
             )
             if p.anchor_previews and not previews_sent:
                 previews_sent = True

@@ -52,7 +52,7 @@ METADATA_FILE = "metadata.jsonl"
 
 # scikit-image sample images that load without a download (their files are
 # inside the wheel) and whose documentation states CC0, public domain or no known
-# copyright restrictions (the README lists each); images without such a
+# copyright restrictions (docs/model.md lists each); images without such a
 # statement (the Middlebury motorcycle, moon, page, colorwheel) are not used.
 TRAIN_PHOTOS = ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 HELD_OUT_PHOTOS = ("astronaut", "coffee")

@@ -49,7 +49,7 @@ class Edit:
     """One procedural edit: its name, the instructions that ask for it, and how to compute it.
 
     ``apply(image, rng)`` returns the edited image; only ambiguous edits use ``rng``.
-    ``instructions[0]`` is the canonical one (shown in the README, used by evaluation).
+    ``instructions[0]`` is the canonical one (shown in docs/model.md, used by evaluation).
     """
 
     name: str

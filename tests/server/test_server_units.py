@@ -198,6 +198,16 @@ def test_phase_fraction_and_preview():
     assert phase_fraction("anchors", 2, 2, 0, 10) == 0.25
     assert phase_fraction("frames", 0, 2, 10, 10) == 0.95
     assert phase_fraction("encoding", 1, 1, 10, 10) == 1.0
+    # The frame pass moves every step, a batch of 4 at a time, as the pipeline reports it (frames_done
+    # counts a batch once its last step is done): steadily, never backwards, never past the next batch.
+    seen = []
+    for first in range(0, 10, 4):
+        batch = min(4, 10 - first)
+        for step in range(1, 6):
+            seen.append(phase_fraction("frames", step, 5, first + (batch if step == 5 else 0), 10, batch_frames=4))
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+    assert seen[-1] == phase_fraction("frames", 0, 5, 10, 10)
+    assert seen[4] == phase_fraction("frames", 0, 5, 4, 10)  # after the first batch: 4 of 10 frames
     preview = encode_preview(5, np.full((600, 300, 3), 200, np.uint8))
     assert (preview.width, preview.height) == (128, 256) and preview.frame_index == 5
 
