@@ -33,6 +33,10 @@ import tempfile
 import tomllib
 import zipfile
 
+from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion
+
 __all__ = ["BuildError", "PLATFORMS", "PYTHONS", "build", "build_core_wheel", "select_wheels",
            "check_package", "find_blender_validator", "main"]
 
@@ -68,54 +72,46 @@ class BuildError(Exception):
 @dataclasses.dataclass(frozen=True)
 class WheelName:
     filename: str
-    distribution: str
+    distribution: str  # canonical name (packaging.utils.canonicalize_name)
     version: str
-    python_tags: frozenset[str]
-    abi_tags: frozenset[str]
-    platform_tags: frozenset[str]
+    tags: frozenset[Tag]
 
     @classmethod
     def parse(cls, filename: str) -> "WheelName":
-        parts = filename[:-len(".whl")].split("-") if filename.endswith(".whl") else []
-        if len(parts) not in (5, 6):
-            raise BuildError(f"{filename} is not a wheel file name (name-version-python-abi-platform.whl)")
-        name, version, py, abi, plat = parts[0], parts[1], parts[-3], parts[-2], parts[-1]
-        return cls(filename, name.lower().replace("-", "_"), version, frozenset(py.split(".")),
-                   frozenset(abi.split(".")), frozenset(plat.split(".")))
+        try:
+            name, version, _build, tags = parse_wheel_filename(filename)
+        except (InvalidWheelFilename, InvalidVersion) as exc:
+            raise BuildError(f"{filename} is not a wheel file name ({exc})") from None
+        return cls(filename, canonicalize_name(name), str(version), frozenset(tags))
 
 
-def _python_fits(wheel: WheelName, python: tuple[int, int]) -> int:
-    """0 when the wheel cannot load on CPython ``python``, else a preference (higher is better)."""
-    exact = f"cp{python[0]}{python[1]}"
-    if exact in wheel.python_tags and exact in wheel.abi_tags:
-        return 3
-    if "abi3" in wheel.abi_tags:
-        for tag in wheel.python_tags:
-            m = re.fullmatch(r"cp3(\d+)", tag)
-            if m and int(m.group(1)) <= python[1]:
-                return 2
-    if "none" in wheel.abi_tags and wheel.python_tags & {"py3", f"py{python[0]}{python[1]}"}:
-        return 1
-    return 0
+def _target_platform_tags(platform: str) -> list[str]:
+    """The platform tags a wheel may carry to load in Blender on ``platform``, most specific first:
+    Blender 4.2+ needs glibc 2.28 on Linux and macOS 11 on Apple silicon."""
+    if platform == "linux-x64":
+        return [f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)] + [
+            "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    if platform == "windows-x64":
+        return ["win_amd64"]
+    if platform == "macos-arm64":
+        return list(mac_platforms((11, 0), "arm64"))
+    raise BuildError(f"unknown Blender platform {platform!r}; use one of {', '.join(PLATFORMS)}")
 
 
-def _platform_fits(wheel: WheelName, platform: str) -> int:
-    """0 when the wheel does not run on Blender platform ``platform``, else a preference."""
-    if "any" in wheel.platform_tags:
-        return 1
-    for tag in wheel.platform_tags:
-        if platform == "linux-x64":
-            m = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", tag)
-            if (m and (int(m.group(1)), int(m.group(2))) <= (2, 28)) or tag in ("manylinux2014_x86_64",
-                                                                                  "manylinux2010_x86_64"):
-                return 2
-        elif platform == "windows-x64" and tag == "win_amd64":
-            return 2
-        elif platform == "macos-arm64":
-            m = re.fullmatch(r"macosx_(\d+)_(\d+)_(arm64|universal2)", tag)
-            if m and int(m.group(1)) <= 11:
-                return 2
-    return 0
+def _supported_tags(python: tuple[int, int], platform: str) -> list[Tag]:
+    """Every tag CPython ``python`` in Blender on ``platform`` loads, best first (packaging.tags' order:
+    the exact CPython ABI, then abi3 of it and older, then pure Python)."""
+    platforms = _target_platform_tags(platform)
+    interpreter = f"cp{python[0]}{python[1]}"
+    return [*cpython_tags(python, platforms=platforms), *compatible_tags(python, interpreter, platforms)]
+
+
+def _preference(wheel: WheelName, python: tuple[int, int], platform: str) -> int:
+    """0 when the wheel cannot load on CPython ``python`` in Blender on ``platform``, else a preference
+    (higher is better)."""
+    supported = _supported_tags(python, platform)
+    ranks = [rank for rank, tag in enumerate(supported) if tag in wheel.tags]
+    return len(supported) - min(ranks) if ranks else 0
 
 
 def select_wheels(folder: pathlib.Path, pins: dict[str, str], python: str,
@@ -132,12 +128,12 @@ def select_wheels(folder: pathlib.Path, pins: dict[str, str], python: str,
     chosen: dict[str, pathlib.Path] = {}
     for dist, pinned in pins.items():
         for platform in platforms:
-            best, best_score = None, (0, 0)
+            best, best_score = None, 0
             for path, wheel in candidates:
                 if wheel.distribution != dist or wheel.version != pinned:
                     continue
-                score = (_python_fits(wheel, version), _platform_fits(wheel, platform))
-                if score[0] and score[1] and score > best_score:
+                score = _preference(wheel, version, platform)
+                if score and score > best_score:
                     best, best_score = path, score
             if best is None:
                 raise BuildError(
@@ -347,8 +343,7 @@ def check_package(zip_path: pathlib.Path, *, require_platforms: bool = True) -> 
         wheels = [WheelName.parse(pathlib.PurePosixPath(w).name) for w in listed]
         for platform in manifest.get("platforms", []):
             for dist in DEPENDENCIES:
-                if not any(w.distribution == dist and _python_fits(w, version) and _platform_fits(w, platform)
-                           for w in wheels):
+                if not any(w.distribution == dist and _preference(w, version, platform) for w in wheels):
                     problems.append(f"no {dist} wheel for {platform} (Python {python_min})")
     return problems
 
