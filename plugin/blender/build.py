@@ -26,13 +26,13 @@ import importlib.metadata
 import importlib.util
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import tempfile
 import tomllib
 import zipfile
 
+import tomli_w
 from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion
@@ -223,20 +223,20 @@ def _write_zip(path: pathlib.Path, entries: list[tuple[str, bytes]]) -> None:
 
 
 def render_manifest(text: str, *, wheels: list[str], python: str, platforms: list[str]) -> str:
-    """The source manifest with this build's wheel list, platforms and Blender versions."""
+    """The source manifest with this build's wheel list, platforms and Blender versions: parsed, changed
+    and written back with a TOML writer (the source's comments stay in the source)."""
     minimum, maximum = PYTHONS[python]
-    listing = "wheels = [\n" + "".join(f'  "./wheels/{name}",\n' for name in wheels) + "]"
-    text, n = re.subn(r"(?ms)^wheels = \[.*?^\]", lambda _: listing, text)
-    if n != 1:
+    manifest = tomllib.loads(text)
+    if not isinstance(manifest.get("wheels"), list):
         raise BuildError("blender_manifest.toml must have one `wheels = [ ... ]` list")
-    text = re.sub(r'(?m)^platforms = \[.*\]$', lambda _: "platforms = [" + ", ".join(f'"{p}"' for p in platforms) + "]",
-                  text)
-    text = re.sub(r'(?m)^blender_version_min = ".*"$', lambda _: f'blender_version_min = "{minimum}"', text)
+    manifest["wheels"] = [f"./wheels/{name}" for name in wheels]
+    manifest["platforms"] = list(platforms)
+    manifest["blender_version_min"] = minimum
     if maximum:
-        text = re.sub(r'(?m)^blender_version_max = ".*"$', lambda _: f'blender_version_max = "{maximum}"', text)
+        manifest["blender_version_max"] = maximum
     else:
-        text = re.sub(r'(?m)^blender_version_max = ".*"\n', "", text)
-    return text
+        manifest.pop("blender_version_max", None)
+    return tomli_w.dumps(manifest, multiline_strings=False)
 
 
 def _pins(overrides: list[str]) -> dict[str, str]:
