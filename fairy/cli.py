@@ -35,7 +35,8 @@ def add_edit_options(parser: argparse.ArgumentParser, default_model: str) -> Non
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
+    """``added``: the ``fairy.commands`` entry points (default: looked up now)."""
     parser = argparse.ArgumentParser(prog="fairy", description="Instruction-guided video editing with Fairy.")
     parser.add_argument("--version", action="version", version=f"fairy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--noise", choices=("shared", "per_frame"), default="shared",
                       help="initial noise: one latent shared by all frames (default) or one per frame")
 
-    for name, command in sorted(_added_commands().items()):
+    for name, command in sorted((_added_commands() if added is None else added).items()):
         # Parsed by the command itself: only its name and one line of help are known here.
         commands.add_parser(name, help=(command.load().__doc__ or "").strip().splitlines()[0], add_help=False)
 
@@ -169,11 +170,12 @@ def _added_commands() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    added = _added_commands().get(argv[0]) if argv else None
+    added = _added_commands()  # read once: it dispatches here and lists them in the help
+    command = added.get(argv[0]) if argv else None
     try:
-        if added is not None:
-            return added.load()(argv[1:])
-        args = build_parser().parse_args(argv)
+        if command is not None:
+            return command.load()(argv[1:])
+        args = build_parser(added).parse_args(argv)
         if args.command == "edit":
             return run_edit(args, args.input, args.output, args.start, args.frames)
         if args.command == "train":
