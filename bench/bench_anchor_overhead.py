@@ -41,11 +41,11 @@ def main() -> None:
     pipe = load_pipeline(args.model, device=args.device)
     clip = moving_clip(args.frames, width, height)
 
-    def run(num_anchors: int) -> tuple[float, int]:
+    def run(anchors: int) -> tuple[float, int]:
         if pipe.device.type == "cuda":
             torch.cuda.synchronize()
         began = time.perf_counter()
-        out = pipe(clip, "make it a watercolor painting", num_inference_steps=args.steps, num_anchors=num_anchors,
+        out = pipe(clip, "make it a watercolor painting", steps=args.steps, anchors=anchors,
                    batch_size=args.batch_size)  # fmt: skip
         if pipe.device.type == "cuda":
             torch.cuda.synchronize()

@@ -42,7 +42,7 @@ def main() -> None:
         for noise in ("per_frame", "shared"):
             errors = []
             for seed in range(args.seeds):
-                out = pipe(clip, "make it a watercolor painting", num_inference_steps=args.steps, num_anchors=anchors,
+                out = pipe(clip, "make it a watercolor painting", steps=args.steps, anchors=anchors,
                            seed=seed, noise=noise, output_type="uint8").frames  # fmt: skip
                 errors.append(warp_error(clip, out))
             scores[noise] = float(np.mean(errors))

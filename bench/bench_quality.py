@@ -87,7 +87,7 @@ def main() -> None:
         warps, camera_warps, psnrs, spreads = [], [], [], []
         for edit in edits:
             for (motion, _), clip in clips.items():
-                out = pipes[model](clip, edit.instruction, num_anchors=anchors, batch_size=args.frames, seed=args.seed, noise=noise)
+                out = pipes[model](clip, edit.instruction, anchors=anchors, batch_size=args.frames, seed=args.seed, noise=noise)
                 edited = np.asarray(out.frames, dtype=np.float32)  # in [0, 1]
                 w = warp_error(clip, _to_uint8(edited))
                 warps.append(w)

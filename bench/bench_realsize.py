@@ -32,7 +32,7 @@ def main() -> None:
     built = time.perf_counter() - began
     y, x = np.mgrid[0:384, 0:512]
     clip = np.asarray([np.stack([x % 256, y % 256, (x + y + 40 * t) % 256], -1) for t in range(2)], np.uint8)
-    params = FairyParams(num_inference_steps=args.steps)
+    params = FairyParams(steps=args.steps)
     embeds = pipe.encode_instruction("make it a watercolor painting", params)
 
     sizes = {}

@@ -13,6 +13,8 @@ import argparse
 import pathlib
 import sys
 
+from fairy_proto.v1.settings import add_arguments, values_from_arguments
+
 from . import DEFAULT_MODEL, __version__
 from .errors import EditCancelled, FairyError
 
@@ -20,17 +22,19 @@ _EXIT_ERROR = 2
 _EXIT_CANCELLED = 130
 
 
-def add_edit_options(parser: argparse.ArgumentParser, default_model: str) -> None:
+# The settings `fairy edit` takes, as named in the settings table (fairy_proto.v1.settings).
+EDIT_SETTING_NAMES = ("model", "steps", "seed", "anchors", "guidance_scale", "image_guidance_scale", "long_side",
+                      "codec", "noise", "batch_size")
+
+
+def add_edit_options(parser: argparse.ArgumentParser, default_model: str, *, unset_means: str | None = None,
+                     names: tuple[str, ...] = EDIT_SETTING_NAMES) -> None:
+    """The instruction and the edit's settings, with the settings table's flags, defaults, ranges and help.
+    ``unset_means``: leave settings unset (None) by default, for a server to fill in."""
     parser.add_argument("-i", "--instruction", required=True, help='what to do, e.g. "make it a watercolor painting"')
-    parser.add_argument("--model", default=default_model,
-                        help=f"hub id, diffusers folder, .safetensors/.ckpt file, builtin:small or builtin:tiny (default {default_model})")
-    parser.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--anchors", type=int, default=3, help="anchor frames K (default 3; 0 = per-frame editing)")
-    parser.add_argument("--guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
-    parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
-    parser.add_argument("--long-side", type=int, help="working resolution: longer side in pixels (default: the model's, 512 for most)")
-    parser.add_argument("--codec", choices=("h264", "prores"), default="h264", help="output codec (default h264)")
+    add_arguments(parser, names, unset_means=unset_means, defaults={"model": default_model})
+    if unset_means is not None:
+        parser.set_defaults(model=default_model)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
@@ -48,9 +52,6 @@ def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
     edit.add_argument("--frames", type=int, help="number of frames (default: to the end)")
     add_edit_options(edit, DEFAULT_MODEL)
     edit.add_argument("--config", help="diffusers-format folder with the component configs of a single-file --model")
-    edit.add_argument("--batch-size", type=int, default=4, help="frames per UNet batch (memory, not results)")
-    edit.add_argument("--noise", choices=("shared", "per_frame"), default="shared",
-                      help="initial noise: one latent shared by all frames (default) or one per frame")
 
     for name, command in sorted((_added_commands() if added is None else added).items()):
         # Parsed by the command itself: only its name and one line of help are known here.
@@ -115,11 +116,7 @@ def run_edit(args, source: pathlib.Path, output: pathlib.Path, start: int, frame
     from .editing import EditSettings, check_edit_inputs, edit_video
     from .loading import load_pipeline
 
-    settings = EditSettings(
-        instruction=args.instruction, steps=args.steps, seed=args.seed, num_anchors=args.anchors,
-        guidance_scale=args.guidance, image_guidance_scale=args.image_guidance, long_side=args.long_side,
-        batch_size=args.batch_size, noise=args.noise, codec=args.codec,
-    )  # fmt: skip
+    settings = EditSettings(args.instruction, **values_from_arguments(args, EDIT_SETTING_NAMES[1:]))
     # Refuse bad input before spending seconds to minutes loading a model.
     _, count = check_edit_inputs(source, output, settings, start=start, frames=frames, overwrite=args.overwrite)
     print(f"loading {args.model} ...", file=sys.stderr)

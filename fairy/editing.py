@@ -21,26 +21,36 @@ from typing import Literal
 
 import numpy as np
 
+from fairy_proto.v1.settings import SettingError, check_settings, setting
+
 from .errors import InvalidInputError, MediaError, OutputExistsError
-from .model_info import DEFAULT_LONG_SIDE
+from .model_info import FALLBACK_LONG_SIDE
 
 Phase = Literal["decoding", "anchors", "frames", "encoding"]
 
 
 @dataclasses.dataclass(frozen=True)
 class EditSettings:
-    """What to do to the frames; everything but the instruction has the paper's default."""
+    """What to do to the frames. Names, defaults and ranges: ``fairy_proto.v1.settings`` (the paper's values)."""
 
     instruction: str
-    steps: int = 10
-    seed: int = 0
-    num_anchors: int = 3
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    long_side: int | None = None  # None: the model's working size (fairy_model.json), else 512
-    batch_size: int = 4
-    noise: Literal["per_frame", "shared"] = "shared"
-    codec: Literal["h264", "prores"] = "h264"
+    steps: int = setting("steps").default
+    seed: int = setting("seed").default
+    anchors: int = setting("anchors").default
+    guidance_scale: float = setting("guidance_scale").default
+    image_guidance_scale: float = setting("image_guidance_scale").default
+    long_side: int | None = setting("long_side").default  # None: the model's working size (fairy_model.json)
+    batch_size: int = setting("batch_size").default
+    noise: Literal["per_frame", "shared"] = setting("noise").default
+    codec: Literal["h264", "prores"] = setting("codec").default
+
+    def check(self) -> None:
+        """InvalidInputError naming the setting and its range when one is outside the table's."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "instruction"}
+        try:
+            check_settings(values)
+        except SettingError as exc:
+            raise InvalidInputError(str(exc)) from None
 
 
 @dataclasses.dataclass
@@ -94,7 +104,7 @@ def edit_video(
     # 1. Check inputs (nothing is read or written before this passes)
     source, output = pathlib.Path(source), pathlib.Path(output)
     info, frames = check_edit_inputs(source, output, settings, start=start, frames=frames, overwrite=overwrite)
-    long_side = settings.long_side or getattr(pipe, "default_long_side", DEFAULT_LONG_SIDE)
+    long_side = settings.long_side or getattr(pipe, "default_long_side", FALLBACK_LONG_SIDE)
     width, height = video.model_size(info.width, info.height, long_side, pipe.size_multiple)
     params = FairyParams(
         settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed, settings.noise
@@ -108,7 +118,7 @@ def edit_video(
     prompt_embeds = pipe.encode_instruction(settings.instruction, params)
 
     # 3. Anchor pass
-    anchors = anchor_indices_for(frames, settings.num_anchors)
+    anchors = anchor_indices_for(frames, settings.anchors)
     anchor_edits: dict[int, np.ndarray] = {}
     cache = None
     if anchors:
@@ -177,16 +187,7 @@ def check_edit_inputs(
 
     if not settings.instruction or not settings.instruction.strip():
         raise InvalidInputError("the instruction is empty: say what the edit should do, e.g. -i 'make it a watercolor painting'")
-    if settings.steps < 1:
-        raise InvalidInputError(f"steps must be at least 1, got {settings.steps}")
-    if settings.num_anchors < 0:
-        raise InvalidInputError(f"anchors must be 0 (per-frame editing) or more, got {settings.num_anchors}")
-    if settings.batch_size < 1:
-        raise InvalidInputError(f"batch size must be at least 1, got {settings.batch_size}")
-    if settings.codec not in ("h264", "prores"):
-        raise InvalidInputError(f"unknown output codec {settings.codec!r}: use h264 or prores")
-    if settings.noise not in ("per_frame", "shared"):
-        raise InvalidInputError(f"unknown noise policy {settings.noise!r}: use per_frame or shared")
+    settings.check()
     if not source.exists():
         raise MediaError(f"input file not found: {source}")
     if not source.is_file():

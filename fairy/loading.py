@@ -14,7 +14,7 @@ A model is named by one of:
 * ``builtin:tiny``: a tiny random-weight model for tests and smoke runs.
 
 A model folder's ``fairy_model.json`` (``fairy.model_info``) gives its working
-size, kept as ``pipe.default_long_side`` (512 when it says none).
+size, kept as ``pipe.default_long_side`` (the settings table's ``LONG_SIDE_FALLBACK`` when it says none).
 
 Whatever the model ships as its scheduler, the pipeline samples with Euler
 Ancestral (the paper's sampler) configured from the model's scheduler config.

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import pathlib
 
+from fairy_proto.v1.settings import LONG_SIDE_FALLBACK
+
 __all__ = [
     "SMALL_MODEL_ID",
     "MODEL_INFO_FILE",
-    "DEFAULT_LONG_SIDE",
+    "FALLBACK_LONG_SIDE",
     "shipped_model_path",
     "model_folder",
     "read_model_info",
@@ -26,7 +28,7 @@ __all__ = [
 SMALL_MODEL_ID = "builtin:small"
 MODEL_INFO_FILE = "fairy_model.json"
 # The paper's working size, for models that do not say theirs.
-DEFAULT_LONG_SIDE = 512
+FALLBACK_LONG_SIDE = LONG_SIDE_FALLBACK
 
 
 def shipped_model_path() -> pathlib.Path:
@@ -61,4 +63,4 @@ def write_model_info(folder: pathlib.Path, info: dict) -> None:
 def working_long_side(model: str) -> int:
     """The longer side the model edits at when the caller gives none."""
     value = read_model_info(model).get("long_side")
-    return value if isinstance(value, int) and value > 0 else DEFAULT_LONG_SIDE
+    return value if isinstance(value, int) and value > 0 else FALLBACK_LONG_SIDE

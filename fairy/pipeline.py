@@ -27,6 +27,7 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
+from fairy_proto.v1.settings import check_settings, setting
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .attention import AnchorCache, set_anchor_attention
@@ -42,11 +43,11 @@ NoisePolicy = Literal["per_frame", "shared"]
 class FairyParams:
     """Denoising settings shared by the anchor and frame passes of one edit."""
 
-    num_inference_steps: int = 10
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    seed: int = 0
-    noise: NoisePolicy = "shared"
+    steps: int = setting("steps").default
+    guidance_scale: float = setting("guidance_scale").default
+    image_guidance_scale: float = setting("image_guidance_scale").default
+    seed: int = setting("seed").default
+    noise: NoisePolicy = setting("noise").default
 
     @property
     def num_branches(self) -> int:
@@ -73,16 +74,16 @@ class FairyPipelineOutput(BaseOutput):
     cache: AnchorCache | None
 
 
-def anchor_indices_for(num_frames: int, num_anchors: int) -> tuple[int, ...]:
+def anchor_indices_for(num_frames: int, anchors: int) -> tuple[int, ...]:
     """K anchors uniformly spaced over the clip, at the centres of K equal segments.
 
     ``round((i + 0.5) * T / K)`` for i in 0..K-1: for 120 frames and K = 3, frames
     20, 60 and 100. Centres (rather than the first and last frame) keep every
     frame within T / 2K of an anchor.
     """
-    if num_anchors <= 0:
+    if anchors <= 0:
         return ()
-    k = min(num_anchors, num_frames)
+    k = min(anchors, num_frames)
     return tuple(min(num_frames - 1, int((i + 0.5) * num_frames / k)) for i in range(k))
 
 
@@ -126,7 +127,7 @@ class FairyPipeline(DiffusionPipeline):
         self.anchor_cache = AnchorCache(store=store)
         self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache)
 
-    def check_inputs(self, frames, instruction: str, params: FairyParams, num_anchors: int, batch_size: int) -> None:
+    def check_inputs(self, frames, instruction: str, params: FairyParams, anchors: int, batch_size: int) -> None:
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the instruction is empty: say what the edit should do, e.g. 'make it a watercolor painting'")
         if len(frames) == 0:
@@ -138,14 +139,10 @@ class FairyPipeline(DiffusionPipeline):
                 f"frames are {width}x{height}, but this model needs width and height divisible by {m}; "
                 "resize them first (fairy.video.model_size gives a valid size)"
             )
-        if params.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {params.num_inference_steps}")
-        if num_anchors < 0:
-            raise ValueError(f"the number of anchors must be 0 (per-frame editing) or more, got {num_anchors}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if params.noise not in ("per_frame", "shared"):
-            raise ValueError(f"noise must be 'per_frame' or 'shared', got {params.noise!r}")
+        # The settings table's ranges and messages (SettingError is a ValueError).
+        check_settings({"steps": params.steps, "guidance_scale": params.guidance_scale,
+                        "image_guidance_scale": params.image_guidance_scale, "seed": params.seed,
+                        "noise": params.noise, "anchors": anchors, "batch_size": batch_size})
         if self.unet.config.in_channels != 2 * self.vae.config.latent_channels:
             raise ValueError(
                 f"the UNet takes {self.unet.config.in_channels} input channels; an InstructPix2Pix-format model "
@@ -213,7 +210,7 @@ class FairyPipeline(DiffusionPipeline):
         text = prompt_embeds.repeat_interleave(count, dim=0)
 
         generators = frame_generators(params.seed, list(frame_indices))
-        self.scheduler.set_timesteps(params.num_inference_steps, device=self.device)
+        self.scheduler.set_timesteps(params.steps, device=self.device)
         latents = initial_latents(
             generators,
             (self.vae.config.latent_channels, *image_latents.shape[-2:]),
@@ -312,14 +309,14 @@ class FairyPipeline(DiffusionPipeline):
         frames,
         instruction: str,
         *,
-        num_inference_steps: int = 10,
-        guidance_scale: float = 7.5,
-        image_guidance_scale: float = 1.5,
-        num_anchors: int = 3,
+        steps: int = setting("steps").default,
+        guidance_scale: float = setting("guidance_scale").default,
+        image_guidance_scale: float = setting("image_guidance_scale").default,
+        anchors: int = setting("anchors").default,
         anchor_indices: Sequence[int] | None = None,
-        batch_size: int = 4,
-        seed: int = 0,
-        noise: NoisePolicy = "shared",
+        batch_size: int = setting("batch_size").default,
+        seed: int = setting("seed").default,
+        noise: NoisePolicy = setting("noise").default,
         frame_indices: Sequence[int] | None = None,
         order: Sequence[int] | None = None,
         callback: Callback | None = None,
@@ -331,8 +328,10 @@ class FairyPipeline(DiffusionPipeline):
         Args:
             frames: ``T x H x W x 3`` uint8 (or float in [0, 1]); H and W multiples of ``size_multiple``.
             instruction: what to do, e.g. "make it a watercolor painting".
-            num_anchors: K uniformly spaced anchors (0: plain per-frame editing).
-            anchor_indices: explicit anchor positions (overrides ``num_anchors``).
+            steps, guidance_scale, image_guidance_scale, anchors, batch_size, seed, noise: the edit's settings,
+                named, defaulted and range-checked as in ``fairy_proto.v1.settings``.
+            anchors: K uniformly spaced anchors (0: plain per-frame editing).
+            anchor_indices: explicit anchor positions (overrides ``anchors``).
             batch_size: frames per UNet batch in the frame pass (memory, not results).
             seed, noise: each frame's noise comes from (seed, its index); with ``"shared"``
                 (the default) every frame starts from one initial latent drawn from the seed,
@@ -342,16 +341,16 @@ class FairyPipeline(DiffusionPipeline):
             order: the order to process the non-anchor frames in (default: input order).
             output_type: ``"np"`` (float in [0, 1]), ``"uint8"``, ``"pt"`` or ``"latent"``.
         """
-        params = FairyParams(num_inference_steps, guidance_scale, image_guidance_scale, seed, noise)
+        params = FairyParams(steps, guidance_scale, image_guidance_scale, seed, noise)
         # 1. Check inputs
-        self.check_inputs(frames, instruction, params, num_anchors, batch_size)
+        self.check_inputs(frames, instruction, params, anchors, batch_size)
         total = len(frames)
         indices = list(frame_indices) if frame_indices is not None else list(range(total))
         if len(indices) != total:
             raise ValueError(f"frame_indices has {len(indices)} entries for {total} frames")
-        anchors = tuple(anchor_indices) if anchor_indices is not None else anchor_indices_for(total, num_anchors)
-        if any(not 0 <= a < total for a in anchors):
-            raise ValueError(f"anchor positions {anchors} must lie in 0..{total - 1}")
+        positions = tuple(anchor_indices) if anchor_indices is not None else anchor_indices_for(total, anchors)
+        if any(not 0 <= a < total for a in positions):
+            raise ValueError(f"anchor positions {positions} must lie in 0..{total - 1}")
 
         # 2. Encode the instruction
         prompt_embeds = self.encode_instruction(instruction, params)
@@ -359,18 +358,18 @@ class FairyPipeline(DiffusionPipeline):
         # 3. Anchor pass
         results: list = [None] * total
         cache = None
-        if anchors:
+        if positions:
             edited, cache = self.edit_anchors(
-                _take(frames, anchors), [indices[a] for a in anchors], prompt_embeds, params,
+                _take(frames, positions), [indices[a] for a in positions], prompt_embeds, params,
                 total_frames=total, callback=callback, should_cancel=should_cancel, output_type=output_type,
             )  # fmt: skip
-            for slot, a in enumerate(anchors):
+            for slot, a in enumerate(positions):
                 results[a] = edited[slot]
 
         # 4. Frame pass, batch by batch
-        anchor_set = set(anchors)
+        anchor_set = set(positions)
         rest = [p for p in (order if order is not None else range(total)) if p not in anchor_set]
-        done = len(anchors)
+        done = len(positions)
         for begin in range(0, len(rest), batch_size):
             batch = rest[begin : begin + batch_size]
             edited = self.edit_frames(
@@ -384,7 +383,7 @@ class FairyPipeline(DiffusionPipeline):
 
         # 5. Assemble
         stacked = torch.stack(results) if torch.is_tensor(results[0]) else np.stack(results)
-        return FairyPipelineOutput(frames=stacked, anchor_indices=anchors, cache=cache)
+        return FairyPipelineOutput(frames=stacked, anchor_indices=positions, cache=cache)
 
 
 def _accepts(fn, name: str) -> bool:

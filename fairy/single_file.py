@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import tempfile
 import zipfile
+
+from fairy_proto.files import atomic_path
 
 from .errors import InvalidInputError, ModelLoadError, OutputExistsError
 
@@ -302,23 +303,16 @@ def save_single_file(components: dict, path, *, overwrite: bool = False) -> path
 
     state = ldm_state_dict(components)
 
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
+    # overwrite was checked above with this module's own message; flushed to the disk before the rename.
+    with atomic_path(path, overwrite=True, fsync=True) as temp:
         if suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(state, temp_name, metadata={"format": "pt"})
+            save_file(state, str(temp), metadata={"format": "pt"})
         else:
             import torch
 
-            torch.save({"state_dict": state}, temp_name)
-        with open(temp_name, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        pathlib.Path(temp_name).unlink(missing_ok=True)
-        raise
+            torch.save({"state_dict": state}, temp)
     return path
 
 

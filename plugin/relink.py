@@ -17,13 +17,16 @@ import fractions
 
 import opentimelineio as otio
 from fairy_proto.v1 import fairy_pb2
+from fairy_proto.v1.clip_metadata import METADATA_KEY, EditRecord
+from fairy_proto.v1.clip_metadata import read as read_record
 from opentimelineio.opentime import RationalTime, TimeRange
 
 from .errors import ClipError
-from .ranges import clip_timeline_range, clip_used_frames, format_rate, otio_rate, path_to_url, top_level_track
+from .records import edit_record
+from .ranges import clip_timeline_range, clip_used_frames, media_path, otio_rate, path_to_url, top_level_track
 
-__all__ = ["place_on_track_above", "add_as_media_reference", "job_metadata", "is_result_track",
-           "result_name"]
+__all__ = ["place_on_track_above", "add_as_media_reference", "replace_result", "is_result_track", "result_name",
+           "edited_items", "activate_original_media"]
 
 _NAME_LENGTH = 60
 
@@ -45,37 +48,15 @@ def _rendered(job: fairy_pb2.Job) -> tuple[int, int]:
     return asked.start_frame - rendered.start_frame, rendered.frame_count
 
 
-def job_metadata(job: fairy_pb2.Job, source_clip: otio.schema.Clip | None = None) -> dict:
-    """What ``metadata["fairy"]`` records about a result: enough to re-run it."""
-    request = job.request
-    p = request.parameters
-    parameters: dict = {"codec": fairy_pb2.OutputCodec.Name(p.codec), "noise": fairy_pb2.NoisePolicy.Name(p.noise)}
-    for name in ("steps", "anchors", "guidance_scale", "image_guidance_scale", "long_side"):
-        if p.HasField(name):
-            parameters[name] = getattr(p, name)
-    before, rendered_count = _rendered(job)
-    meta = {
-        "instruction": request.instruction,
-        "seed": int(p.seed),
-        "parameters": parameters,
-        "model": job.model or p.model,
-        "job_id": job.job_id,
-        "cache_hit": bool(job.cache_hit),
-        "handles": {"before": before, "after": rendered_count - before - request.range.frame_count},
-        "labels": dict(request.labels),
-    }
-    if source_clip is not None:
-        reference = source_clip.media_reference
-        timeline_range = clip_timeline_range(source_clip)
-        meta["source_clip"] = {
-            "name": source_clip.name,
-            "media": getattr(reference, "target_url", "") or request.source.path or request.source.upload_id,
-            "range": {"start_frame": request.range.start_frame, "frame_count": request.range.frame_count,
-                      "rate": format_rate(_rate(job))},
-            "timeline_range": {"start": timeline_range.start_time.value, "duration": timeline_range.duration.value,
-                               "rate": timeline_range.duration.rate},
-        }
-    return meta
+def _record_metadata(job: fairy_pb2.Job, source_clip: otio.schema.Clip, record: EditRecord | None) -> dict:
+    """``metadata["fairy"]``: the one layout of fairy_proto.v1.clip_metadata."""
+    if record is None:
+        try:
+            media = media_path(source_clip.media_reference, clip_name=source_clip.name)
+        except ClipError:
+            media = job.request.source.path or job.request.source.upload_id
+        record = edit_record(job, source_name=source_clip.name, source_media=media, server="")
+    return record.to_metadata()
 
 
 def result_name(instruction: str) -> str:
@@ -148,7 +129,8 @@ def _new_result_track(timeline: otio.schema.Timeline, index: int, source_track: 
 
 
 def place_on_track_above(timeline: otio.schema.Timeline, source_clip: otio.schema.Clip, result_path: str,
-                         job: fairy_pb2.Job, *, name: str | None = None) -> otio.schema.Clip:
+                         job: fairy_pb2.Job, record: EditRecord | None = None, *,
+                         name: str | None = None) -> otio.schema.Clip:
     """Add the result of ``job`` as a new clip over exactly ``source_clip``'s
     timeline range, on the first free result track directly above the source's
     top-level track (a new one is inserted there when none is free). Returns the
@@ -168,7 +150,7 @@ def place_on_track_above(timeline: otio.schema.Timeline, source_clip: otio.schem
         # The duration is the source's seen duration, rescaled rather than
         # re-counted, so the clip covers exactly the same span of the timeline.
         source_range=TimeRange(RationalTime(before, rate), where.duration.rescaled_to(rate)),
-        metadata={"fairy": job_metadata(job, source_clip)},
+        metadata={METADATA_KEY: _record_metadata(job, source_clip, record)},
     )
     tracks = timeline.tracks
     index = tracks.index(source_track) + 1
@@ -190,8 +172,8 @@ def _first_media_time(clip: otio.schema.Clip) -> RationalTime | None:
     return available.start_time if available is not None else None
 
 
-def add_as_media_reference(source_clip: otio.schema.Clip, result_path: str, job: fairy_pb2.Job, *,
-                           key: str = "fairy", make_active: bool = True) -> str:
+def add_as_media_reference(source_clip: otio.schema.Clip, result_path: str, job: fairy_pb2.Job,
+                           record: EditRecord | None = None, *, key: str = "fairy", make_active: bool = True) -> str:
     """Add the result as another media reference of ``source_clip`` (under
     ``key``, or ``key-2``, ``key-3``... when taken) and make it active.
 
@@ -212,7 +194,7 @@ def add_as_media_reference(source_clip: otio.schema.Clip, result_path: str, job:
     offset = RationalTime(job.request.range.start_frame - before, rate)
     start = offset if first is None else first.rescaled_to(rate) + offset
     reference = _result_reference(result_path, job, start)
-    reference.metadata["fairy"] = job_metadata(job, source_clip)
+    reference.metadata[METADATA_KEY] = _record_metadata(job, source_clip, record)
     unique, n = key, 1
     while unique in references:
         n += 1
@@ -221,3 +203,59 @@ def add_as_media_reference(source_clip: otio.schema.Clip, result_path: str, job:
     active = unique if make_active else source_clip.active_media_reference_key
     source_clip.set_media_references(references, active)
     return unique
+
+
+def replace_result(result_clip: otio.schema.Clip, result_path: str, job: fairy_pb2.Job, record: EditRecord) -> otio.schema.Clip:
+    """Point a result clip (one ``place_on_track_above`` made) at a new render of the same source range:
+    its place and duration on the timeline stay, its media and ``metadata["fairy"]`` are the new ones."""
+    old = read_record(result_clip.metadata)
+    if old is None:
+        raise ClipError(f"clip '{result_clip.name}' is not a Fairy result")
+    asked = job.request.range
+    if (asked.start_frame, asked.frame_count) != (old.source.start_frame, old.source.frame_count):
+        raise ClipError(f"job {job.job_id} rendered frames {asked.start_frame}+{asked.frame_count}, not the "
+                        f"{old.source.start_frame}+{old.source.frame_count} of '{result_clip.name}'")
+    rate = otio_rate(_rate(job))
+    before, _ = _rendered(job)
+    duration = result_clip.source_range.duration
+    result_clip.media_reference = _result_reference(result_path, job, None)
+    result_clip.source_range = TimeRange(RationalTime(before, rate), duration)
+    result_clip.metadata[METADATA_KEY] = record.to_metadata()
+    result_clip.name = result_name(record.instruction)
+    return result_clip
+
+
+def activate_original_media(clip: otio.schema.Clip) -> str:
+    """Make the clip's original media (the first reference that is not a Fairy result) active again, so a
+    new version can be added over the same frames; returns its key."""
+    keys = _original_media_keys(clip)
+    if not keys:
+        raise ClipError(f"clip '{clip.name}' has no original media reference, only Fairy results")
+    clip.active_media_reference_key = keys[0]
+    return keys[0]
+
+
+def _original_media_keys(clip: otio.schema.Clip) -> list[str]:
+    # In a frame of its own: no wrapper from media_references() may outlive it (see add_as_media_reference).
+    return [key for key, reference in clip.media_references().items() if read_record(reference.metadata) is None]
+
+
+def edited_items(timeline: otio.schema.Timeline) -> list[tuple[otio.schema.Clip, str, EditRecord]]:
+    """Every edit recorded in ``timeline``: (clip, how it holds the result, record), where ``how`` is
+    "clip" for a result clip on a result track and "version" for a clip whose active media reference is a
+    result. A record that does not follow the layout raises ClipError naming the clip."""
+    found = []
+    for clip in timeline.find_clips():
+        try:
+            record = read_record(clip.metadata)
+            if record is not None:
+                found.append((clip, "clip", record))
+                continue
+            key = clip.active_media_reference_key
+            references = clip.media_references()
+            record = read_record(references[key].metadata) if key in references else None
+        except ValueError as exc:
+            raise ClipError(f"clip '{clip.name}': {exc}") from None
+        if record is not None:
+            found.append((clip, "version", record))
+    return found

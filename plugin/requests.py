@@ -7,41 +7,57 @@ import dataclasses
 from fairy_proto.v1 import fairy_pb2
 from fairy_proto.v1.jobs import new_job_id
 
+from fairy_proto.v1.settings import SettingError, check_settings, setting
+
 from .errors import PluginError
 from .ranges import MediaRange
 
-__all__ = ["EditParams", "request_for_range", "CODECS"]
+__all__ = ["EditParams", "request_for_range", "parameters_message", "CODECS"]
 
-CODECS = {
-    "h264": fairy_pb2.OUTPUT_CODEC_H264,
-    "prores": fairy_pb2.OUTPUT_CODEC_PRORES_422,
-}
+CODECS = setting("codec").choices
 
 
 @dataclasses.dataclass(frozen=True)
 class EditParams:
-    """What the user asked for; unset values take the server's defaults."""
+    """What the user asked for. Every field but the instruction is a setting of ``fairy_proto.v1.settings``,
+    under the same name; None means unset, so the server's default applies."""
 
     instruction: str
-    seed: int = 0
-    steps: int | None = None        # None: server default
+    seed: int = setting("seed").default
+    steps: int | None = None
     anchors: int | None = None
     guidance_scale: float | None = None
     image_guidance_scale: float | None = None
-    model: str = ""                 # "": server default
-    codec: str = "h264"             # or "prores"
-    long_side: int | None = None    # the longer side frames are edited at (server default 512)
+    model: str | None = None
+    codec: str | None = None
+    long_side: int | None = None
+    noise: str | None = None
+
+    def settings(self) -> dict:
+        """The settings that are set, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "instruction" and getattr(self, f.name) not in (None, "")}
 
     def check(self) -> None:
         """Refuse what the server would refuse anyway, before anything is sent."""
         if not self.instruction.strip():
             raise PluginError("the instruction is empty; say what the edit should do, e.g. \"make it snowy\"")
-        if self.codec not in CODECS:
-            raise PluginError(f"codec '{self.codec}' is unknown; use one of {', '.join(CODECS)}")
-        for name in ("steps", "anchors", "long_side"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise PluginError(f"{name} must be 1 or more, got {value}")
+        try:
+            check_settings(self.settings())
+        except SettingError as exc:
+            raise PluginError(str(exc)) from None
+
+
+def parameters_message(params: EditParams) -> fairy_pb2.EditParameters:
+    """The request's EditParameters: the set settings only (unset fields take the server's defaults)."""
+    message = fairy_pb2.EditParameters()
+    for name, value in params.settings().items():
+        s = setting(name)
+        if s.proto_values:
+            enum = message.DESCRIPTOR.fields_by_name[name].enum_type
+            value = enum.values_by_name[s.to_proto_name(value)].number
+        setattr(message, name, value)
+    return message
 
 
 def request_for_range(media_range: MediaRange, params: EditParams, *, job_id: str | None = None,
@@ -53,17 +69,7 @@ def request_for_range(media_range: MediaRange, params: EditParams, *, job_id: st
     names media sent with FairyClient.upload instead of a server-side path.
     """
     params.check()
-    parameters = fairy_pb2.EditParameters(model=params.model, seed=params.seed, codec=CODECS[params.codec])
-    if params.steps is not None:
-        parameters.steps = params.steps
-    if params.anchors is not None:
-        parameters.anchors = params.anchors
-    if params.guidance_scale is not None:
-        parameters.guidance_scale = params.guidance_scale
-    if params.image_guidance_scale is not None:
-        parameters.image_guidance_scale = params.image_guidance_scale
-    if params.long_side is not None:
-        parameters.long_side = params.long_side
+    parameters = parameters_message(params)
     source = (fairy_pb2.MediaSource(upload_id=upload_id) if upload_id
               else fairy_pb2.MediaSource(path=media_range.media_path))
     return fairy_pb2.SubmitEditRequest(

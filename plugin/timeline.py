@@ -4,6 +4,8 @@
         [--range START-END] [--clip NAME ...] [--server ADDR] [--token TOKEN]
         [--seed N --steps N --anchors N --model ID --handles N] [--as-version] [--overwrite]
     fairy timeline clips IN.otio      # what could be chosen: tracks, clips, ranges, media
+    fairy timeline info IN.otio       # what was done to each Fairy result (its metadata["fairy"])
+    fairy timeline redo IN.otio -o OUT.otio [--clip NAME] [--seed N ...]   # render results again
 
 Every chosen clip becomes one server job; the results are fetched next to the
 output timeline and relinked (a track above each source track, or with
@@ -21,24 +23,26 @@ import os
 import pathlib
 import signal
 import sys
-import tempfile
 import threading
 from typing import TextIO
 
 import opentimelineio as otio
+from fairy_proto.v1.settings import REQUEST_SETTINGS, add_arguments, values_from_arguments
 from opentimelineio.opentime import RationalTime, TimeRange
 
 from .client import DEFAULT_ADDRESS, FairyClient
 from .errors import ClipError, OutputExistsError, PluginError, SelectionError
-from .progress import ProgressBoard
-from .ranges import clip_media_range, clip_timeline_range, parse_range, timeline_rate
-from .relink import add_as_media_reference, is_result_track, place_on_track_above
-from .requests import CODECS, EditParams, request_for_range
-from .runner import JobRunner
+from .ranges import MediaRange, clip_media_range, clip_timeline_range, format_rate, parse_range, timeline_rate
+from .records import params_from_record
+from .relink import (activate_original_media, add_as_media_reference, edited_items, is_result_track,
+                     place_on_track_above, replace_result)
+from .requests import EditParams
+from .session import EditItem, EditSession
 
 __all__ = ["main", "read_timeline", "write_timeline", "choose_clips", "Chosen"]
 
 _POLL_SECONDS = 0.1
+REQUEST_SETTING_NAMES = tuple(s.name for s in REQUEST_SETTINGS)
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -87,20 +91,16 @@ def _check_output(out: pathlib.Path, inp: pathlib.Path, overwrite: bool) -> None
 def write_timeline(timeline: otio.schema.Timeline, out: pathlib.Path, *, overwrite: bool) -> None:
     """Write atomically: a temp file in the same folder (same suffix, so the same
     adapter), then os.replace; a failed write leaves nothing behind."""
+    from fairy_proto.files import atomic_path
+
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output {out} exists; pass --overwrite to replace it")
-    fd, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.fairy-", suffix=out.suffix)
-    os.close(fd)
     try:
-        os.unlink(temp)  # some adapters refuse to write over an existing file
-        otio.adapters.write_to_file(timeline, temp)
-        os.replace(temp, out)
-    except BaseException as exc:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        if isinstance(exc, Exception):
-            raise PluginError(f"cannot write {out}: {' '.join(str(exc).split())}") from None
-        raise
+        # Nothing is at the temporary path yet (some adapters refuse to write over a file).
+        with atomic_path(out, overwrite=True) as temp:
+            otio.adapters.write_to_file(timeline, str(temp))
+    except Exception as exc:
+        raise PluginError(f"cannot write {out}: {' '.join(str(exc).split())}") from None
 
 
 # -- choosing clips --------------------------------------------------------------
@@ -186,23 +186,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="clips overlapping this timeline range; timecode as shown by the editor "
                              "(HH:MM:SS:FF, ';' for drop-frame) or frames from the timeline's start; END exclusive")
     choice.add_argument("--clip", action="append", dest="clips", metavar="NAME", help="a clip by name (repeatable)")
-    server = edit.add_argument_group("server")
-    server.add_argument("--server", default=os.environ.get("FAIRY_SERVER", DEFAULT_ADDRESS),
-                        help=f"address (default $FAIRY_SERVER or {DEFAULT_ADDRESS})")
-    server.add_argument("--token", default=os.environ.get("FAIRY_TOKEN"), help="bearer token (default $FAIRY_TOKEN)")
-    server.add_argument("--tls-ca", type=pathlib.Path, help="PEM root certificates: connect with TLS")
-    server.add_argument("--upload", action="store_true",
-                        help="send the media to the server (for a server on another machine)")
-    server.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a starting server")
-    params = edit.add_argument_group("edit parameters (default: the server's)")
-    params.add_argument("--seed", type=int, default=0)
-    params.add_argument("--steps", type=int)
-    params.add_argument("--anchors", type=int)
-    params.add_argument("--guidance-scale", type=float)
-    params.add_argument("--image-guidance-scale", type=float)
-    params.add_argument("--model", default="")
-    params.add_argument("--long-side", type=int, help="longer side the frames are edited at (default: the model's working size, 512 for most)")
-    params.add_argument("--codec", choices=sorted(CODECS), default="h264")
+    _add_server_options(edit.add_argument_group("server"))
+    params = edit.add_argument_group("edit settings (default: the server's)")
+    add_arguments(params, REQUEST_SETTING_NAMES, unset_means="the server's")
     params.add_argument("--handles", type=int, default=0, help="extra frames each side, where the media has them")
     out = edit.add_argument_group("output")
     out.add_argument("--as-version", action="store_true",
@@ -213,7 +199,54 @@ def _parser() -> argparse.ArgumentParser:
 
     clips = sub.add_parser("clips", help="list the timeline's video clips with their ranges")
     clips.add_argument("input", type=pathlib.Path)
+
+    info = sub.add_parser("info", help="show what was done to every Fairy result in a timeline (metadata[\"fairy\"])")
+    info.add_argument("input", type=pathlib.Path)
+
+    redo = sub.add_parser("redo", help="render Fairy results again from what they recorded, e.g. with another seed")
+    redo.add_argument("input", type=pathlib.Path, help="a timeline holding Fairy results")
+    redo.add_argument("-o", "--output", required=True, type=pathlib.Path, help="timeline to write")
+    redo.add_argument("--clip", action="append", dest="clips", metavar="NAME",
+                      help="only the result (or source clip, for versions) with this name (repeatable)")
+    redo.add_argument("-i", "--instruction", help="a new instruction (default: the recorded one)")
+    _add_server_options(redo.add_argument_group("server (default: $FAIRY_SERVER or the recorded one)"),
+                        recorded_default=True)
+    changes = redo.add_argument_group("edit settings (default: as recorded)")
+    add_arguments(changes, REQUEST_SETTING_NAMES, unset_means="as recorded", unset_all=True)
+    redo.add_argument("--media-dir", type=pathlib.Path,
+                      help="where rendered clips go (default: OUTPUT's folder / OUTPUT-stem_fairy)")
+    redo.add_argument("--overwrite", action="store_true", help="replace an existing output timeline")
     return parser
+
+
+def _add_server_options(server, *, recorded_default: bool = False) -> None:
+    default = os.environ.get("FAIRY_SERVER") or (None if recorded_default else DEFAULT_ADDRESS)
+    fallback = "the one each result recorded" if recorded_default else DEFAULT_ADDRESS
+    server.add_argument("--server", default=default, help=f"address (default $FAIRY_SERVER or {fallback})")
+    server.add_argument("--token", default=os.environ.get("FAIRY_TOKEN"), help="bearer token (default $FAIRY_TOKEN)")
+    server.add_argument("--tls-ca", type=pathlib.Path, help="PEM root certificates: connect with TLS")
+    server.add_argument("--upload", action="store_true",
+                        help="send the media to the server (for a server on another machine)")
+    server.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a starting server")
+
+
+def _describe(record) -> str:
+    settings = " ".join(f"{name} {value}" for name, value in record.settings.items())
+    source = record.source
+    return (f"{record.instruction!r} from {source.name!r} ({source.media} frames {source.start_frame}+"
+            f"{source.frame_count} @ {format_rate(source.rate)}); model {record.model or '?'}, seed {record.seed}"
+            f"{', ' + settings if settings else ''}; job {record.job_id}{' on ' + record.server if record.server else ''}")
+
+
+def _info(args, out: TextIO) -> int:
+    timeline = read_timeline(args.input)
+    items = edited_items(timeline)
+    for clip, how, record in items:
+        where = "result clip" if how == "clip" else "version of clip"
+        out.write(f"{where} {clip.name!r}: {_describe(record)}\n")
+    if not items:
+        out.write("no Fairy results in this timeline\n")
+    return EXIT_OK
 
 
 def _list_clips(args, out: TextIO) -> int:
@@ -241,9 +274,7 @@ def _list_clips(args, out: TextIO) -> int:
 
 
 def _edit(args, err: TextIO) -> int:
-    params = EditParams(instruction=args.instruction, seed=args.seed, steps=args.steps, anchors=args.anchors,
-                        guidance_scale=args.guidance_scale, image_guidance_scale=args.image_guidance_scale,
-                        model=args.model, codec=args.codec, long_side=args.long_side)
+    params = EditParams(args.instruction, **values_from_arguments(args, REQUEST_SETTING_NAMES))
     params.check()
     if args.handles < 0:
         raise PluginError(f"--handles must be 0 or more, got {args.handles}")
@@ -254,6 +285,7 @@ def _edit(args, err: TextIO) -> int:
     # Media ranges first: clips that cannot be edited are reported, never dropped.
     editable: list[tuple[Chosen, object]] = []
     skipped: list[str] = []
+    uploaded: set[str] = set()
     for c in chosen:
         try:
             editable.append((c, clip_media_range(c.clip, handles=args.handles, base_dir=args.input.parent)))
@@ -267,54 +299,34 @@ def _edit(args, err: TextIO) -> int:
 
     media_dir = args.media_dir or args.output.parent / f"{args.output.stem}_fairy"
     certificates = args.tls_ca.read_bytes() if args.tls_ca else None
+    by_key = {c.label: c for c, _ in editable}
+
+    def place(item: EditItem, update, record) -> otio.schema.Clip | str:
+        c = by_key[item.key]
+        if args.as_version:
+            return add_as_media_reference(c.clip, str(update.result_path), update.job, record)
+        return place_on_track_above(timeline, c.clip, str(update.result_path), update.job, record)
+
     with FairyClient(args.server, token=args.token, root_certificates=certificates,
                      connect_timeout=args.connect_timeout) as client:
         client.server_info()  # one clear line now if the server is not there
-        uploads: dict[str, str] = {}
-        if args.upload:
-            for path in sorted({m.media_path for _, m in editable}):
-                err.write(f"uploading {path}\n")
-                uploads[path] = client.upload(pathlib.Path(path))
-        with JobRunner(client, media_dir, always_download=True) as runner, _ctrl_c_as_a_flag() as interrupted:
-            by_job: dict[str, Chosen] = {}
-            try:
-                for c, media in editable:
-                    request = request_for_range(media, params, upload_id=uploads.get(media.media_path),
-                                                labels={"editor": "fairy timeline", "timeline": timeline.name or "",
-                                                        "clip": c.clip.name, "track": f"V{c.track_number}"})
-                    by_job[runner.submit(c.label, request)] = c
-                    if interrupted.is_set():
-                        raise KeyboardInterrupt
-                board = ProgressBoard({job_id: c.label for job_id, c in by_job.items()}, stream=err)
-                while True:
-                    board.update(runner.drain())
-                    if all(u.final for u in runner.latest().values()):
-                        break
-                    if interrupted.wait(_POLL_SECONDS):
-                        raise KeyboardInterrupt
-                board.update(runner.drain())
-            except KeyboardInterrupt:
-                err.write(f"\ncancelling {len(by_job)} jobs...\n")
-                runner.cancel_all(wait=True)
-                runner.wait_all(timeout=10)
-                err.write(f"cancelled; {args.output} not written\n")
-                return EXIT_INTERRUPTED
-            final = runner.latest()
+        with EditSession(client, media_dir) as session, _ctrl_c_as_a_flag() as interrupted:
+            for c, media in editable:
+                if args.upload and media.media_path not in uploaded:
+                    err.write(f"uploading {media.media_path}\n")
+                    uploaded.add(media.media_path)
+                session.submit(EditItem(key=c.label, name=c.clip.name, media=media, labels={
+                    "editor": "fairy timeline", "timeline": timeline.name or "", "clip": c.clip.name,
+                    "track": f"V{c.track_number}"}), params, upload=args.upload)
+                if interrupted.is_set():
+                    break
+            result = session.run(place, stream=err, interrupted=interrupted)
+    if result.cancelled:
+        err.write(f"\ncancelled {len(result.outcomes)} jobs; {args.output} not written\n")
+        return EXIT_INTERRUPTED
 
-    placed, failed = 0, []
-    for job_id, c in by_job.items():
-        update = final[job_id]
-        if update.state != "DONE":
-            failed.append(f"{c.label}: {update.state.lower()}{': ' + update.message if update.message else ''}")
-            continue
-        try:
-            if args.as_version:
-                add_as_media_reference(c.clip, str(update.result_path), update.job)
-            else:
-                place_on_track_above(timeline, c.clip, str(update.result_path), update.job)
-            placed += 1
-        except ClipError as exc:
-            failed.append(f"{c.label}: {exc}")
+    placed = len(result.placed)
+    failed = [f"{o.item.key}: {o.error}" for o in result.failed]
     for line in failed:
         err.write(f"not edited {line}\n")
     if not placed:
@@ -324,6 +336,61 @@ def _edit(args, err: TextIO) -> int:
     err.write(f"wrote {args.output}: {placed} edited, {len(failed)} failed, {len(skipped)} skipped "
               f"(rendered clips in {media_dir})\n")
     return EXIT_OK if not failed and not skipped else EXIT_INCOMPLETE
+
+
+def _redo(args, err: TextIO) -> int:
+    """Render recorded results again (same source range, instruction, model, seed and settings unless
+    changed) and relink them: a result clip gets the new media in place, a version gets a new version."""
+    _check_output(args.output, args.input, args.overwrite)
+    timeline = read_timeline(args.input)
+    items = [(clip, how, record) for clip, how, record in edited_items(timeline)
+             if not args.clips or clip.name in args.clips]
+    if not items:
+        raise SelectionError("no Fairy result matches" + (f" --clip {', '.join(args.clips)}" if args.clips else ""))
+    changes = values_from_arguments(args, REQUEST_SETTING_NAMES)
+    servers = {args.server or record.server for _, _, record in items}
+    if len(servers) != 1 or not next(iter(servers)):
+        raise SelectionError("the results were made on different servers (or none is recorded); pass --server")
+    address = servers.pop()
+    work = []
+    for n, (clip, how, record) in enumerate(items):
+        params = params_from_record(record, instruction=args.instruction, **changes)
+        params.check()
+        media = MediaRange(media_path=record.source.media, start_frame=record.source.start_frame,
+                           frame_count=record.source.frame_count, rate=record.source.rate,
+                           handles_before=record.handles_before, handles_after=record.handles_after)
+        work.append((EditItem(key=f"{n + 1} {clip.name}", name=record.source.name, media=media,
+                              labels={"editor": "fairy timeline", "timeline": timeline.name or "",
+                                      "clip": clip.name, "redo_of": record.job_id}), clip, how, params))
+    by_key = {item.key: (clip, how) for item, clip, how, _ in work}
+
+    def place(item: EditItem, update, record) -> otio.schema.Clip | str:
+        clip, how = by_key[item.key]
+        if how == "clip":
+            return replace_result(clip, str(update.result_path), update.job, record)
+        activate_original_media(clip)  # the new version is placed in the original's frames, like the first
+        return add_as_media_reference(clip, str(update.result_path), update.job, record)
+
+    media_dir = args.media_dir or args.output.parent / f"{args.output.stem}_fairy"
+    certificates = args.tls_ca.read_bytes() if args.tls_ca else None
+    with FairyClient(address, token=args.token, root_certificates=certificates,
+                     connect_timeout=args.connect_timeout) as client:
+        client.server_info()
+        with EditSession(client, media_dir) as session, _ctrl_c_as_a_flag() as interrupted:
+            for item, _, _, params in work:
+                session.submit(item, params, upload=args.upload)
+            result = session.run(place, stream=err, interrupted=interrupted)
+    if result.cancelled:
+        err.write(f"\ncancelled {len(result.outcomes)} jobs; {args.output} not written\n")
+        return EXIT_INTERRUPTED
+    for o in result.failed:
+        err.write(f"not redone {o.item.key}: {o.error}\n")
+    if not result.placed:
+        err.write("no result was rendered again; nothing written\n")
+        return EXIT_INCOMPLETE
+    write_timeline(timeline, args.output, overwrite=args.overwrite)
+    err.write(f"wrote {args.output}: {len(result.placed)} rendered again, {len(result.failed)} failed\n")
+    return EXIT_OK if not result.failed else EXIT_INCOMPLETE
 
 
 @contextlib.contextmanager
@@ -349,6 +416,10 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     try:
         if args.command == "clips":
             return _list_clips(args, out)
+        if args.command == "info":
+            return _info(args, out)
+        if args.command == "redo":
+            return _redo(args, err)
         return _edit(args, err)
     except KeyboardInterrupt:
         err.write("fairy timeline: interrupted; nothing written\n")

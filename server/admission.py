@@ -7,12 +7,12 @@ before the media is hashed or anything large is allocated.
 from __future__ import annotations
 
 import hashlib
-import math
 import pathlib
 import re
 from fractions import Fraction
 
 from fairy.model_info import working_long_side
+from fairy_proto.v1.settings import REQUEST_SETTINGS, SettingError
 
 from .config import ServerConfig
 from .errors import InvalidRequestError, NotFoundError, ResourceExhaustedError
@@ -35,13 +35,23 @@ def check_job_id(job_id: str) -> None:
         )
 
 
-def _check_range(name: str, value, low, high) -> None:
-    if value is None:
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidRequestError(f"{name} must be a finite number")
-    if not low <= value <= high:
-        raise InvalidRequestError(f"{name} must be between {low} and {high}, got {value}")
+# Stricter than the settings table where this server is configured so (e.g. at most 200 steps a job).
+_SERVER_MAXIMA = {"steps": "max_steps", "anchors": "max_anchors", "long_side": "max_long_side"}
+
+
+def _check_settings(request: EditRequest, limits) -> None:
+    """The table's range for every setting the request sets, then this server's own maxima."""
+    for s in REQUEST_SETTINGS:
+        value = getattr(request, s.name)
+        if s.name == "model" or value is None:
+            continue
+        try:
+            s.check(value)
+        except SettingError as exc:
+            raise InvalidRequestError(f"parameters.{exc}") from None
+        most = getattr(limits, _SERVER_MAXIMA.get(s.name, ""), None)
+        if most is not None and value > most:
+            raise InvalidRequestError(f"parameters.{s.name} {value} is more than this server allows ({most})")
 
 
 def check_request(request: EditRequest, config: ServerConfig) -> None:
@@ -74,11 +84,7 @@ def check_request(request: EditRequest, config: ServerConfig) -> None:
         )
     if request.model and request.model not in config.models:
         raise InvalidRequestError(f"this server does not run model {shown(request.model)}; it runs {', '.join(config.models)}")
-    _check_range("parameters.steps", request.steps, 1, limits.max_steps)
-    _check_range("parameters.anchors", request.anchors, 1, limits.max_anchors)
-    _check_range("parameters.guidance_scale", request.guidance_scale, 0.0, 100.0)
-    _check_range("parameters.image_guidance_scale", request.image_guidance_scale, 0.0, 100.0)
-    _check_range("parameters.long_side", request.long_side, 16, limits.max_long_side)
+    _check_settings(request, limits)
     if len(request.labels) > limits.max_labels:
         raise InvalidRequestError(f"at most {limits.max_labels} labels")
     for key, value in request.labels.items():
@@ -157,15 +163,13 @@ def plan_edit(request: EditRequest, config: ServerConfig, store: JobStore, uploa
         instruction=request.instruction,
         model=request.model or config.model,
         seed=request.seed,
-        steps=request.steps if request.steps is not None else defaults.steps,
-        anchors=request.anchors if request.anchors is not None else defaults.anchors,
-        guidance_scale=request.guidance_scale if request.guidance_scale is not None else defaults.guidance_scale,
-        image_guidance_scale=(
-            request.image_guidance_scale if request.image_guidance_scale is not None else defaults.image_guidance_scale
-        ),
+        steps=_first_set(request.steps, defaults.steps),
+        anchors=_first_set(request.anchors, defaults.anchors),
+        guidance_scale=_first_set(request.guidance_scale, defaults.guidance_scale),
+        image_guidance_scale=_first_set(request.image_guidance_scale, defaults.image_guidance_scale),
         long_side=_first_set(request.long_side, defaults.long_side) or working_long_side(request.model or config.model),
-        codec=request.codec,
-        noise=request.noise,
+        codec=_first_set(request.codec, defaults.codec),
+        noise=_first_set(request.noise, defaults.noise),
     )
 
 

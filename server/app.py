@@ -145,6 +145,7 @@ class FairyServer:
         self._grpc.start()
         self.manager.start()
         host = self.config.address.rpartition(":")[0]
+        self.manager.address = f"{host}:{self.port}"
         _log.info(
             "listening on %s:%d (%s, %s), data in %s",
             host, self.port, "TLS" if self.config.tls_cert else "no TLS",

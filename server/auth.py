@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 import grpc
+from fairy_proto.v1.status import error_trailers
 
 __all__ = ["BearerTokenInterceptor"]
 
@@ -13,6 +14,7 @@ _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
 def _aborting_handler(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethodHandler:
     def abort(request_or_iterator, context):
+        context.set_trailing_metadata(error_trailers("AuthenticationError"))
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     # Same shape as the real method, so streaming calls fail as cleanly as unary ones.

@@ -2,6 +2,7 @@
 
     fairy-server                                   # 127.0.0.1:50151, the library's default model
     fairy-server --model builtin:tiny --media-root ~/Videos
+    fairy-server --steps 20 --anchors 5          # defaults for requests that leave them unset
     fairy-server --address 0.0.0.0:50151 --token-file token.txt --tls-cert cert.pem --tls-key key.pem
 """
 
@@ -13,8 +14,10 @@ import os
 import pathlib
 import signal
 import sys
-import tempfile
 import threading
+
+from fairy_proto.files import atomic_write
+from fairy_proto.v1.settings import SERVER_DEFAULT_SETTINGS, add_arguments
 
 from . import __version__
 from .config import DEFAULT_ADDRESS, DEFAULT_MODEL, Defaults, Limits, ServerConfig
@@ -23,6 +26,7 @@ from .paths import resolve_media_roots
 __all__ = ["main", "build_parser", "config_from_args"]
 
 _TOKEN_ENV = "FAIRY_SERVER_TOKEN"
+_DEFAULT_NAMES = tuple(s.name for s in SERVER_DEFAULT_SETTINGS)
 
 
 def _default_data_dir() -> pathlib.Path:
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=pathlib.Path, help="PEM certificate chain for TLS")
     p.add_argument("--tls-key", type=pathlib.Path, help="PEM private key for TLS")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without token and TLS")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="frames denoised at once (halved on out-of-memory)")
+    edits = p.add_argument_group("defaults for the settings a request leaves unset")
+    add_arguments(edits, [s.name for s in SERVER_DEFAULT_SETTINGS],
+                  defaults={name: getattr(defaults, name) for name in _DEFAULT_NAMES})
     p.add_argument("--max-frames", type=int, default=limits.max_frames,
                    help="most frames one job may render, handles included (default %(default)s)")
     p.add_argument("--max-pixels", type=int, default=limits.max_pixels,
@@ -78,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             )
     elif os.environ.get(_TOKEN_ENV):
         token = os.environ[_TOKEN_ENV].strip()
-    for flag in ("batch_size", "max_frames", "max_pixels", "max_instruction_length", "max_upload_bytes", "max_message_bytes", "max_queued_jobs", "rpc_threads"):
+    for flag in ("max_frames", "max_pixels", "max_instruction_length", "max_upload_bytes", "max_message_bytes", "max_queued_jobs", "rpc_threads"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
     limits = Limits(
@@ -102,16 +108,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key,
         insecure=args.insecure,
         limits=limits,
-        defaults=Defaults(batch_size=args.batch_size),
+        defaults=Defaults(**{name: getattr(args, name) for name in _DEFAULT_NAMES}),
         rpc_threads=args.rpc_threads,
     )
 
 
 def _write_port(path: pathlib.Path, port: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".port-")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w", overwrite=True) as f:  # a reader never sees an empty or half-written port
         f.write(f"{port}\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import dataclasses
 import pathlib
 
 from fairy import DEFAULT_MODEL
-from fairy.editing import EditSettings
+from fairy_proto.v1.settings import setting
 
 DEFAULT_ADDRESS = "127.0.0.1:50151"
 
@@ -28,20 +28,19 @@ class Limits:
     max_label_bytes: int = 1024  # each key or value
 
 
-# The library's own defaults (fairy.editing imports no torch, so the parent stays light).
-_LIBRARY = EditSettings(instruction="(defaults)")
-
-
 @dataclasses.dataclass(frozen=True)
 class Defaults:
-    """Values for the EditParameters a request leaves unset (proto comment): the library's."""
+    """Values for the settings a request leaves unset: the settings table's, unless the server was started
+    with others (``fairy-server --steps 20``). One field per ``SERVER_DEFAULT_SETTINGS`` entry."""
 
-    steps: int = _LIBRARY.steps
-    anchors: int = _LIBRARY.num_anchors
-    guidance_scale: float = _LIBRARY.guidance_scale
-    image_guidance_scale: float = _LIBRARY.image_guidance_scale
-    long_side: int | None = _LIBRARY.long_side  # None: the model's working size (fairy.model_info)
-    batch_size: int = _LIBRARY.batch_size
+    steps: int = setting("steps").default
+    anchors: int = setting("anchors").default
+    guidance_scale: float = setting("guidance_scale").default
+    image_guidance_scale: float = setting("image_guidance_scale").default
+    long_side: int | None = setting("long_side").default  # None: the model's working size (fairy.model_info)
+    codec: str = setting("codec").default
+    noise: str = setting("noise").default
+    batch_size: int = setting("batch_size").default
 
 
 @dataclasses.dataclass(frozen=True)

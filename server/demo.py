@@ -23,7 +23,11 @@ import sys
 from fractions import Fraction
 
 from fairy.errors import FairyError
+from fairy_proto.v1.settings import setting, values_from_arguments
 
+# What `fairy demo` passes on to `fairy timeline` (batch size is the local server's own business).
+DEMO_SETTING_NAMES = ("model", "steps", "seed", "anchors", "guidance_scale", "image_guidance_scale", "long_side",
+                      "codec", "noise")
 _SERVER_START_SECONDS = 600  # a first run downloads the default model
 
 
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairy demo", description=main.__doc__)
     parser.add_argument("--out-dir", type=pathlib.Path, default=pathlib.Path("fairy-demo"))
     parser.add_argument("--sample-frames", type=int, default=48, help="length of each generated sample shot")
-    add_edit_options(parser, SMALL_MODEL_ID)
+    add_edit_options(parser, SMALL_MODEL_ID, unset_means="the local server's", names=DEMO_SETTING_NAMES)
     parser.set_defaults(instruction="make it night")
     for action in parser._actions:
         if action.dest == "instruction":
@@ -121,13 +125,10 @@ def run_demo(args) -> int:
             out_dir / "server", model=args.model, media_roots=[out_dir / "media"], devices=args.device,
             start_timeout=_SERVER_START_SECONDS,
         ) as address:  # fmt: skip
-            argv = [
-                "edit", str(sample), "-i", args.instruction, "-o", str(edited), "--server", address,
-                "--seed", str(args.seed), "--steps", str(args.steps), "--anchors", str(args.anchors),
-                *(["--long-side", str(args.long_side)] if args.long_side else []), "--guidance-scale", str(args.guidance),
-                "--image-guidance-scale", str(args.image_guidance), "--codec", args.codec,
-                "--connect-timeout", str(_SERVER_START_SECONDS),
-            ]  # fmt: skip
+            argv = ["edit", str(sample), "-i", args.instruction, "-o", str(edited), "--server", address,
+                    "--connect-timeout", str(_SERVER_START_SECONDS)]
+            for name, value in values_from_arguments(args, DEMO_SETTING_NAMES[1:]).items():
+                argv += [setting(name).flag, str(value)]  # the rest: the local server's defaults
             if args.overwrite or edited.exists():
                 argv.append("--overwrite")
             code = timeline_main(argv)

@@ -13,6 +13,7 @@ import json
 from fractions import Fraction
 
 from fairy_proto.v1.jobs import TERMINAL_STATE_NAMES
+from fairy_proto.v1.settings import REQUEST_SETTINGS, setting
 
 __all__ = ["JobState", "RUNNING_STATES", "FINAL_STATES", "EditRequest", "EditPlan", "JobRecord", "Preview", "LiveProgress"]
 
@@ -38,6 +39,8 @@ class JobState(str, enum.Enum):
 
 RUNNING_STATES = frozenset({JobState.LOADING_MODEL, JobState.ANCHORS, JobState.FRAMES, JobState.ENCODING})
 FINAL_STATES = frozenset(JobState(name) for name in TERMINAL_STATE_NAMES)  # the contract's
+# The request's settings that a plan holds beside its model and seed.
+PLAN_SETTING_NAMES = tuple(s.name for s in REQUEST_SETTINGS if s.name not in ("model", "seed"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +64,8 @@ class EditRequest:
     guidance_scale: float | None = None
     image_guidance_scale: float | None = None
     long_side: int | None = None
-    codec: str = "h264"  # "h264" | "prores"
-    noise: str | None = None  # "per_frame" | "shared" | None: the library's default
+    codec: str | None = None  # "h264" | "prores" | None: the server's default
+    noise: str | None = None  # "per_frame" | "shared" | None: the server's default
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -89,7 +92,7 @@ class EditPlan:
     image_guidance_scale: float
     long_side: int
     codec: str
-    noise: str | None
+    noise: str
 
     @property
     def rate(self) -> Fraction:
@@ -104,16 +107,8 @@ class EditPlan:
         return self.render_start + self.render_count - self.start_frame - self.frame_count
 
     def parameters(self) -> dict:
-        """The parameters that change the pixels (stored with the result)."""
-        return {
-            "steps": self.steps,
-            "anchors": self.anchors,
-            "guidance_scale": self.guidance_scale,
-            "image_guidance_scale": self.image_guidance_scale,
-            "long_side": self.long_side,
-            "codec": self.codec,
-            "noise": self.noise or "default",
-        }
+        """The settings that change the pixels (``fairy_proto.v1.settings`` names; model and seed aside)."""
+        return {name: getattr(self, name) for name in PLAN_SETTING_NAMES}
 
     def cache_key(self) -> str:
         """Same media content, range, instruction, parameters and model: same result."""
@@ -132,7 +127,10 @@ class EditPlan:
 
     @classmethod
     def from_json(cls, text: str) -> "EditPlan":
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        if fields.get("noise") is None:  # stored before the server filled in its noise default
+            fields["noise"] = setting("noise").default
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)

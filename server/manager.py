@@ -103,6 +103,7 @@ class JobSubscription:
 class JobManager:
     def __init__(self, config: ServerConfig, store: JobStore, backend: WorkerBackend, uploads: UploadStore):
         self.config = config
+        self.address = config.address  # the bound address once the server listens (port 0 resolved)
         self.store = store
         self.backend = backend
         self.uploads = uploads
@@ -292,7 +293,8 @@ class JobManager:
                 started = self.store.mark_started(record.job_id, self.config.defaults.batch_size)
                 if started is None:
                     continue
-                task = JobTask(started.seq, started.job_id, started.plan, started.batch_size, str(self.config.results_path))
+                task = JobTask(started.seq, started.job_id, started.plan, started.batch_size, str(self.config.results_path),
+                               server=self.address)
                 if not self.backend.start(task):
                     self.store.update(record.job_id, state=JobState.QUEUED, started=None, attempts=started.attempts - 1)
                     return

@@ -35,6 +35,7 @@ class JobTask:
     plan: EditPlan
     batch_size: int
     results_dir: str
+    server: str = ""  # the address clients reach this server at (recorded in the result's sidecar)
 
 
 @dataclasses.dataclass(frozen=True)

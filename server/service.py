@@ -18,6 +18,7 @@ import time
 import grpc
 from fairy_proto.v1 import fairy_pb2, fairy_pb2_grpc
 from fairy_proto.v1.jobs import TERMINAL_STATES
+from fairy_proto.v1.status import error_trailers
 
 from . import __version__
 from .config import ServerConfig
@@ -39,9 +40,13 @@ _FINAL = TERMINAL_STATES
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException):
+    """End the call with ``exc``'s status, marked as this server's own answer (fairy_proto.v1.status): a
+    client tells it from a status gRPC made up (no server reached) by the mark, and does not retry it."""
     if isinstance(exc, ServerError):
+        context.set_trailing_metadata(error_trailers(type(exc).__name__))
         context.abort(grpc.StatusCode[exc.code], str(exc))
     _log.exception("unexpected error")
+    context.set_trailing_metadata(error_trailers("InternalError"))
     context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {exc.__class__.__name__}")
 
 

@@ -10,6 +10,8 @@ import hashlib
 
 from fairy_proto.v1 import fairy_pb2
 
+from fairy_proto.v1.settings import setting
+
 from .config import ServerConfig
 from .errors import InvalidRequestError
 from .jobs import EditRequest, JobState
@@ -25,16 +27,9 @@ __all__ = [
 
 STATE_TO_PROTO = {state: fairy_pb2.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
 _STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
-_CODECS = {
-    fairy_pb2.OUTPUT_CODEC_UNSPECIFIED: "h264",
-    fairy_pb2.OUTPUT_CODEC_H264: "h264",
-    fairy_pb2.OUTPUT_CODEC_PRORES_422: "prores",
-}
-_NOISE = {
-    fairy_pb2.NOISE_POLICY_UNSPECIFIED: None,
-    fairy_pb2.NOISE_POLICY_PER_FRAME: "per_frame",
-    fairy_pb2.NOISE_POLICY_SHARED: "shared",
-}
+# Enum value -> the settings table's choice (None: UNSPECIFIED, the server's default).
+_CODECS = {value: setting("codec").from_proto_name(name) for name, value in fairy_pb2.OutputCodec.items()}
+_NOISE = {value: setting("noise").from_proto_name(name) for name, value in fairy_pb2.NoisePolicy.items()}
 
 
 def state_from_proto(value: int) -> JobState:
@@ -122,7 +117,18 @@ def job_to_proto(view: JobView) -> fairy_pb2.Job:
         cancel_requested=record.cancel_requested,
         render_seconds=record.render_seconds,
     )
+    job.resolved_parameters.CopyFrom(parameters_to_proto(plan))
     return job
+
+
+def parameters_to_proto(plan) -> fairy_pb2.EditParameters:
+    """Every setting of an admitted job, the server's defaults filled in."""
+    return fairy_pb2.EditParameters(
+        model=plan.model, seed=plan.seed, steps=plan.steps, anchors=plan.anchors, guidance_scale=plan.guidance_scale,
+        image_guidance_scale=plan.image_guidance_scale, long_side=plan.long_side,
+        codec=fairy_pb2.OutputCodec.Value(setting("codec").to_proto_name(plan.codec)),
+        noise=fairy_pb2.NoisePolicy.Value(setting("noise").to_proto_name(plan.noise)),
+    )
 
 
 def _grpc_code_value(name: str) -> int:

@@ -9,11 +9,11 @@ id is the content's SHA-256, so the same file uploaded twice is stored once.
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 import re
 import shutil
-import tempfile
+
+from fairy_proto.files import TEMPORARY_GLOB, StagedPath
 
 from .errors import InvalidRequestError, NotFoundError, ResourceExhaustedError
 from .paths import MEDIA_EXTENSIONS, shown
@@ -32,9 +32,10 @@ class UploadWriter:
         self.sha256 = sha256
         self.received = 0
         self._digest = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-upload-", dir=store.folder)
-        self._tmp = pathlib.Path(tmp)
-        self._file = os.fdopen(fd, "wb")
+        # A hidden temporary in the uploads folder (fairy_proto.files), renamed to <sha256>/<name> once it
+        # checks out; that folder is made only then.
+        self._staged = StagedPath(store.folder / sha256 / name, folder=store.folder, overwrite=True, fsync=True)
+        self._file = self._staged.open("wb")
 
     def write(self, data: bytes) -> None:
         if self.received + len(data) > self.total_size:
@@ -46,28 +47,22 @@ class UploadWriter:
     def commit(self) -> str:
         """Check size and checksum, publish, return the upload id."""
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
             if self.received != self.total_size:
                 raise InvalidRequestError(f"the upload ended after {self.received} of {self.total_size} bytes")
             actual = self._digest.hexdigest()
             if actual != self.sha256:
                 raise InvalidRequestError(f"the upload's SHA-256 is {actual}, not {self.sha256} as announced")
             folder = self._store.folder / actual
-            target = folder / self.name
             if folder.is_dir() and any(folder.iterdir()):
                 return actual  # the same content is already here
             folder.mkdir(exist_ok=True)
-            os.replace(self._tmp, target)
+            self._staged.commit()  # flushed to the disk, then renamed to folder/name
             return actual
         finally:
             self.abort()
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self._staged.discard()  # nothing to do after a commit
 
 
 class UploadStore:
@@ -75,8 +70,9 @@ class UploadStore:
         self.folder = pathlib.Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        for stale in self.folder.glob(".tmp-upload-*"):  # from an interrupted upload
-            stale.unlink(missing_ok=True)
+        for pattern in (TEMPORARY_GLOB, ".tmp-upload-*"):  # from an interrupted upload (and older servers)
+            for stale in self.folder.glob(pattern):
+                stale.unlink(missing_ok=True)
 
     def begin(self, filename: str, total_size: int, sha256: str) -> UploadWriter:
         name = filename

@@ -183,25 +183,13 @@ def run_job(
         staged_video = staging / video.name
         render_started = time.perf_counter()
         while True:
-            settings_kwargs = dict(
-                instruction=plan.instruction,
-                steps=plan.steps,
-                seed=plan.seed,
-                num_anchors=plan.anchors,
-                guidance_scale=plan.guidance_scale,
-                image_guidance_scale=plan.image_guidance_scale,
-                long_side=plan.long_side,
-                batch_size=batch,
-                codec=plan.codec,
-            )
-            if plan.noise:
-                settings_kwargs["noise"] = plan.noise
+            settings = EditSettings(plan.instruction, seed=plan.seed, batch_size=batch, **plan.parameters())
             try:
                 edit_fn(
                     pipe,
                     plan.source,
                     staged_video,
-                    EditSettings(**settings_kwargs),
+                    settings,
                     start=plan.render_start,
                     frames=plan.render_count,
                     overwrite=True,
@@ -227,7 +215,7 @@ def run_job(
                     return JobOutcome(JobState.CANCELLED, batch)
 
         render_seconds = time.perf_counter() - render_started
-        write_sidecar(staging / sidecar.name, plan, task.job_id, video)
+        write_sidecar(staging / sidecar.name, plan, task.job_id, video, server=task.server)
         # Publish: the finished folder replaces whatever an interrupted earlier attempt left.
         if final_dir.exists():
             shutil.rmtree(final_dir)

@@ -32,3 +32,16 @@ def tiny_model_dir(tmp_path_factory):
     )
     pipe.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def fairy_server(tmp_path_factory):
+    """ONE real ``fairy-server`` for the whole session (real_server.SessionServer): the tiny model on the
+    CPU, port 0 and a port file, a media root under a session tmp dir with ``.clip`` (24 frames, 24 fps)
+    and ``.ntsc`` (24 frames, 24000/1001), 2 steps / 2 anchors / long side 64 by default. A test that
+    leaves jobs running should use a fixture that calls ``.settle()`` after it (tests/plugin: ``live``)."""
+    from real_server import SessionServer
+
+    server = SessionServer(tmp_path_factory.mktemp("fairy-server"))
+    yield server
+    server.stop()

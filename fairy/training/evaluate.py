@@ -8,7 +8,7 @@ PSNR against the hue rotation that best explains the output (is it a hue
 rotation at all?). And the autoencoder's reconstruction PSNR (the bar: 30 dB).
 
 Everything is measured at the model's working size on crops of
-``HELD_OUT_PHOTOS``, with the paper's settings (10 steps, guidance 7.5 / 1.5),
+``HELD_OUT_PHOTOS``, with the paper's settings (the settings table's defaults),
 each image edited on its own (no anchors: these are stills).
 """
 
@@ -68,7 +68,7 @@ def evaluate_edits(model, *, size: tuple[int, int] | None = None, count_per_phot
     targets = {e.name: np.stack([e.apply(s) for s in sources]) for e in DETERMINISTIC_EDITS}
 
     def run(instruction: str) -> np.ndarray:
-        out = pipe(frames, instruction, num_anchors=0, batch_size=len(frames), seed=seed, noise="per_frame")
+        out = pipe(frames, instruction, anchors=0, batch_size=len(frames), seed=seed, noise="per_frame")
         return np.asarray(out.frames, dtype=np.float32)
 
     scores: dict = {"size": list(size), "images": len(frames), "photos": list(HELD_OUT_PHOTOS), "edits": {}}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import pathlib
 import re
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from fairy_proto.files import atomic_path
 
 from ..errors import EditCancelled, InvalidInputError
 
@@ -167,11 +167,7 @@ def _save_checkpoint(folder: pathlib.Path, step: int, modules, optimizer, schedu
         "losses": losses,
     }
     final = folder / f"step-{step:07d}.pt"
-    partial = folder / f".{final.name}.partial-{os.getpid()}"
-    try:
+    with atomic_path(final, overwrite=True) as partial:  # a hidden name _CHECKPOINT never matches
         torch.save(state, partial)
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
     for old in sorted(p for p in folder.iterdir() if _CHECKPOINT.match(p.name))[:-_KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)

@@ -29,6 +29,7 @@ import sys
 import time
 
 import torch
+from fairy_proto.files import atomic_path
 
 __all__ = ["Recipe", "SHIPPED_RECIPE", "run_recipe"]
 
@@ -109,10 +110,8 @@ def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SH
 
     _log("stage 6/6: evaluation on the held-out photographs")
     scores = evaluate_edits(str(stages["equivariant"]), count_per_photo=recipe.eval_images_per_photo, progress=progress)
-    partial = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(stages["equivariant"], partial)
-    write_scores(partial, scores, recipe=dataclasses.asdict(recipe))
-    partial.rename(output)
+    with atomic_path(output) as partial:  # a hidden folder beside output, renamed onto it when complete
+        shutil.copytree(stages["equivariant"], partial)
+        write_scores(partial, scores, recipe=dataclasses.asdict(recipe))
     _log(f"wrote {output}")
     return scores

@@ -25,14 +25,13 @@ temporary name and renamed when complete; checkpoints go to
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
-import shutil
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from fairy_proto.files import atomic_path
 
 from ..errors import InvalidInputError, ModelLoadError, OutputExistsError
 from .augment import augment_pair
@@ -251,9 +250,7 @@ def save_model_folder(components: dict, output: pathlib.Path, info: dict | None 
 
     if output.exists():
         raise OutputExistsError(f"the output folder {output} exists; pick a new one")
-    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic_path(output) as partial:  # a hidden folder beside output, renamed onto it when complete
         pipe = StableDiffusionInstructPix2PixPipeline(
             vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
             unet=components["unet"], scheduler=components["scheduler"], safety_checker=None, feature_extractor=None,
@@ -262,6 +259,3 @@ def save_model_folder(components: dict, output: pathlib.Path, info: dict | None 
         pipe.save_pretrained(partial)
         if info:
             write_model_info(partial, info)
-        os.replace(partial, output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)

@@ -45,8 +45,10 @@ output, which is renamed onto it only when complete.
 
 from __future__ import annotations
 
+from fairy_proto.files import new_file_mode  # the mode a finished output gets (0666 less the umask)
+
 from .decode import iter_frames, read_frames
-from .encode import VideoWriter, new_file_mode
+from .encode import VideoWriter
 from .sizing import model_size, resize_frames
 from .testclips import make_test_clip, test_pattern_frame
 from .timing import VideoInfo, probe

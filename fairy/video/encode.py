@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
+from fairy_proto.files import StagedPath
+from fairy_proto.v1.settings import setting
 
 from ..errors import InvalidInputError, MediaError, OutputExistsError
 from .audio import _audio_codec_for, _AudioSpan, _AudioTrack
@@ -48,7 +49,7 @@ class VideoWriter:
         fps: Fraction,
         width: int,
         height: int,
-        codec: str = "h264",
+        codec: str = setting("codec").default,
         audio_source: tuple[str | os.PathLike, float, float] | None = None,
         overwrite: bool = False,
         expected_frames: int | None = None,
@@ -62,7 +63,7 @@ class VideoWriter:
         self._check(audio_source, overwrite)
         self._overwrite = overwrite
         self._audio_source = audio_source
-        self._temp: pathlib.Path | None = None
+        self._staged: StagedPath | None = None  # the hidden temporary file beside ``path``
         self._container = None
         self._audio_span: _AudioSpan | None = None
         self._audio_chunks: Iterator[np.ndarray] | None = None
@@ -96,17 +97,18 @@ class VideoWriter:
         if self._audio_source is not None:
             source, start, duration = self._audio_source
             self._audio_span = _AudioSpan(source, float(start), float(duration))
+        # The checks above keep their own messages (overwrite, "appeared while encoding"), so the temporary
+        # may replace the output. Made now: a folder that cannot be written fails here, not inside FFmpeg.
+        self._staged = StagedPath(self.path, overwrite=True)
         try:
-            fd, temp = tempfile.mkstemp(
-                dir=self.path.parent, prefix=f".{self.path.stem}.partial-", suffix=self.path.suffix
-            )
+            self._staged.open("wb").close()
         except OSError as exc:
+            self._staged.discard()
+            self._staged = None
             self._close_audio_source()
             raise MediaError(f"{self.path}: cannot write in {self.path.parent} ({exc.strerror})") from None
-        os.close(fd)
-        self._temp = pathlib.Path(temp)
         try:
-            self._container = av.open(str(self._temp), "w", format=_muxer_for(self.path.suffix.lower()))
+            self._container = av.open(str(self._staged.path), "w", format=_muxer_for(self.path.suffix.lower()))
             self._video = _add_video_stream(self._container, self.codec, self.fps, self.width, self.height)
             if self._audio_span is not None and self._audio_span.rate is not None:
                 span = self._audio_span
@@ -185,10 +187,8 @@ class VideoWriter:
             self._discard()
             raise OutputExistsError(f"{self.path}: appeared while encoding; not replaced")
         self._close_audio_source()
-        # mkstemp made the file private (0600); give it the mode a new file gets.
-        os.chmod(self._temp, new_file_mode())
-        os.replace(self._temp, self.path)
-        self._temp = None
+        staged, self._staged = self._staged, None
+        staged.commit()  # with the mode any new file gets; on failure the temporary is removed
 
     def _close_audio_source(self) -> None:
         if self._audio_span is not None:
@@ -202,25 +202,9 @@ class VideoWriter:
                 self._container.close()
             self._container = None
         self._close_audio_source()
-        if self._temp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._temp.unlink()
-            self._temp = None
-
-
-def new_file_mode() -> int:
-    """The mode a new file of this process gets (0666 less the umask): what a
-    finished output written through mkstemp (0600) is given before its rename."""
-    return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask sets it; not thread-safe)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o022
+        if self._staged is not None:
+            self._staged.discard()
+            self._staged = None
 
 
 def _as_rate(fps) -> Fraction:

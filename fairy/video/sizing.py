@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import numpy as np
+from fairy_proto.v1.settings import LONG_SIDE_FALLBACK
 
 from ..errors import InvalidInputError
 
@@ -12,12 +13,12 @@ from ..errors import InvalidInputError
 # Model sizes and resizing
 
 
-def model_size(width: int, height: int, long_side: int = 512, multiple: int = 64) -> tuple[int, int]:
+def model_size(width: int, height: int, long_side: int = LONG_SIDE_FALLBACK, multiple: int = 64) -> tuple[int, int]:
     """The (width, height) frames are edited at: longer side ``long_side``, aspect kept.
 
     Both sides are rounded to the nearest multiple of ``multiple`` (halves
-    round up), and are at least ``multiple``. 1920x1080 -> (512, 320):
-    1080 * 512 / 1920 = 288 = 4.5 * 64 rounds up to 320.
+    round up), and are at least ``multiple``. 1920x1080 at long side 640 -> (640, 384):
+    1080 * 640 / 1920 = 360 = 5.625 * 64 rounds up to 384.
     """
     for name, value in (("width", width), ("height", height), ("long_side", long_side), ("multiple", multiple)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:

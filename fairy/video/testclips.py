@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from fairy_proto.v1.settings import setting
+
 from ..errors import InvalidInputError, MediaError
 from .audio import _audio_codec_for, _AudioTrack
 from .encode import (_H264_OPTIONS, _PRORES_ENCODER, _PRORES_ODD_WIDTH_ENCODER, _PRORES_OPTIONS, _as_rate, _encoder_frame,
@@ -42,7 +44,7 @@ def make_test_clip(
     width: int = 96,
     height: int = 64,
     fps: Fraction = Fraction(24),
-    codec: str = "h264",
+    codec: str = setting("codec").default,
     audio: bool = True,
     rotation: int = 0,
     pattern: str = "moving",

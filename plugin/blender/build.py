@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
-import os
 import pathlib
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import tomllib
 import zipfile
 
 import tomli_w
+from fairy_proto.files import atomic_write
 from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion
@@ -207,19 +207,14 @@ def build_core_wheel(dest: pathlib.Path, version: str) -> pathlib.Path:
 def _write_zip(path: pathlib.Path, entries: list[tuple[str, bytes]]) -> None:
     """Write a zip atomically (temporary file beside it, then rename) with fixed timestamps."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in entries:
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_STORED if name.endswith(".whl") else zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                archive.writestr(info, data)
-        os.chmod(temp, 0o644)  # mkstemp makes it private; a package is meant to be shared
-        os.replace(temp, path)
-    except BaseException:
-        pathlib.Path(temp).unlink(missing_ok=True)
-        raise
+    # 0644 whatever the umask: a package is meant to be shared.
+    with atomic_write(path, "wb", overwrite=True, file_mode=0o644) as raw, \
+            zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED if name.endswith(".whl") else zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
 
 
 def render_manifest(text: str, *, wheels: list[str], python: str, platforms: list[str]) -> str:

@@ -1,6 +1,6 @@
 """The Blender session's Fairy jobs: submit spans, follow them, put the results on the timeline.
 
-Threads (the core's JobRunner) talk to the server; :meth:`JobBoard.tick` runs
+Threads (the core's EditSession and its JobRunner) talk to the server; :meth:`JobBoard.tick` runs
 on Blender's main thread (a ``bpy.app.timers`` callback) and is the only place
 that changes Blender data. No ``bpy`` import: the caller passes the scenes and
 the undo hook, so tests drive exactly what the timer does.
@@ -13,16 +13,16 @@ import dataclasses
 import fractions
 import ipaddress
 import json
-import os
 import pathlib
-import tempfile
 from typing import Callable, Mapping
 
 from fairy_plugin.client import FairyClient
 from fairy_proto.v1 import fairy_pb2
 from fairy_plugin.errors import PluginError
 from fairy_plugin.requests import EditParams, request_for_range
-from fairy_plugin.runner import FINAL_STATES, JobRunner, JobUpdate
+from fairy_plugin.runner import FINAL_STATES, JobUpdate
+from fairy_plugin.session import EditItem, EditSession
+from fairy_proto.v1.clip_metadata import EditRecord
 
 from . import placement
 from .strips import StripSpan, media_range
@@ -56,6 +56,7 @@ class JobRecord:
     blend_file: str = ""        # the saved .blend that asked for it ("" when unsaved)
     detached: bool = False      # the .blend that asked for it was closed: never insert into another file
     last_update: JobUpdate | None = dataclasses.field(default=None, repr=False)
+    edit: EditRecord | None = dataclasses.field(default=None, repr=False)  # metadata["fairy"], once DONE
 
     @property
     def final(self) -> bool:
@@ -88,25 +89,12 @@ def _idprop_int(value: int):
     return value if -2**31 <= value < 2**31 else str(value)
 
 
-def strip_metadata(record: JobRecord, update: JobUpdate) -> dict:
-    """What goes under ``strip["fairy"]`` on a result strip."""
-    params = record.options.params
-    request = update.job.request
-    rate = record.span.rate
-    return {
-        "instruction": params.instruction,
-        "seed": _idprop_int(params.seed),
-        "job_id": record.job_id,
-        "model": update.job.model or params.model,
-        "source_strip": record.span.strip_name,
-        "source_media": record.span.media_path,
-        "media_start": record.span.media_start,
-        "frame_count": record.span.frame_count,
-        "rate": f"{rate.numerator}/{rate.denominator}",
-        "steps": request.parameters.steps if request.parameters.HasField("steps") else 0,
-        "anchors": request.parameters.anchors if request.parameters.HasField("anchors") else 0,
-        "cache_hit": int(update.job.cache_hit),
-    }
+def strip_metadata(edit: EditRecord) -> dict:
+    """What goes under ``strip["fairy"]`` on a result strip: the one metadata["fairy"] layout
+    (fairy_proto.v1.clip_metadata), with a seed too large for Blender's integers as text."""
+    metadata = edit.to_metadata()
+    metadata["seed"] = _idprop_int(metadata["seed"])
+    return metadata
 
 
 def _rendered_handles(update: JobUpdate, span: StripSpan) -> tuple[int, int]:
@@ -138,15 +126,12 @@ class PendingJobs:
         return data if isinstance(data, dict) else {}
 
     def _write(self, data: dict) -> None:
+        from fairy_proto.files import atomic_write
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".pending.", suffix=".json", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1)
-            os.replace(temp, self.path)
-        except BaseException:
-            pathlib.Path(temp).unlink(missing_ok=True)
-            raise
+        # Whole or not at all (a crash mid-write must not lose the running jobs); private to the user, as before.
+        with atomic_write(self.path, "w", overwrite=True, file_mode=0o600, encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
 
     def add(self, record: JobRecord, request: fairy_pb2.SubmitEditRequest) -> None:
         if not record.blend_file:
@@ -188,7 +173,7 @@ def _record_from_entry(job_id: str, blend_file: str, entry: dict) -> tuple[JobRe
 class JobBoard:
     """Every Fairy job of this Blender session.
 
-    ``make_client(address, token)`` opens a client; one JobRunner serves each
+    ``make_client(address, token)`` opens a client; one EditSession serves each
     (address, token) pair, so changing the server in the preferences never
     orphans running jobs.
     """
@@ -199,8 +184,8 @@ class JobBoard:
         self.work_dir = pathlib.Path(work_dir)
         self._make_client = make_client or (lambda address, token: FairyClient(address, token=token or None))
         self._always_download = always_download
-        self._runners: dict[tuple[str, str], JobRunner] = {}
-        self._runner_of: dict[str, JobRunner] = {}
+        self._sessions: dict[tuple[str, str], EditSession] = {}
+        self._session_of: dict[str, EditSession] = {}
         self.records: dict[str, JobRecord] = {}
         self._batch: list[str] = []  # jobs since the board was last idle: the status bar's total
 
@@ -210,12 +195,12 @@ class JobBoard:
 
     # -- submitting ---------------------------------------------------------
 
-    def _runner(self, address: str, token: str) -> JobRunner:
+    def _session(self, address: str, token: str) -> EditSession:
         key = (address, token)
-        if key not in self._runners:
-            self._runners[key] = JobRunner(self._make_client(address, token), self.work_dir / "results",
-                                           always_download=self._always_download)
-        return self._runners[key]
+        if key not in self._sessions:
+            self._sessions[key] = EditSession(self._make_client(address, token), self.work_dir / "results",
+                                              always_download=self._always_download)
+        return self._sessions[key]
 
     def submit(self, scene_name: str, spans: list[StripSpan], options: EditOptions, *,
                address: str, token: str = "", online_access: bool = True,
@@ -229,21 +214,22 @@ class JobBoard:
             requests.append((span, request))
         if not self.busy:
             self._batch = []
-        runner = self._runner(address, token)
+        session = self._session(address, token)
         records = []
         for span, request in requests:
             record = JobRecord(job_id=request.job_id, scene=scene_name, span=span, options=options,
                                blend_file=blend_file)
             self.pending.add(record, request)
-            self._start(record, request, runner)
+            self._start(record, request, session)
             records.append(record)
         return records
 
-    def _start(self, record: JobRecord, request: fairy_pb2.SubmitEditRequest, runner: JobRunner) -> None:
+    def _start(self, record: JobRecord, request: fairy_pb2.SubmitEditRequest, session: EditSession) -> None:
         self.records[record.job_id] = record
-        self._runner_of[record.job_id] = runner
+        self._session_of[record.job_id] = session
         self._batch.append(record.job_id)
-        runner.submit(record.span.strip_name, request)
+        item = EditItem(key=record.span.strip_name, name=record.span.strip_name, media=media_range(record.span))
+        session.resume(item, request)
 
     def reattach(self, blend_file: str, scenes: Mapping, *, address: str, token: str = "",
                  online_access: bool = True, undo_push: Callable[[str], None] | None = None) -> list[JobRecord]:
@@ -268,7 +254,7 @@ class JobBoard:
                     continue
                 if not self.busy:
                     self._batch = []
-                self._start(record, request, self._runner(address, token))
+                self._start(record, request, self._session(address, token))
             records.append(record)
         return records
 
@@ -276,7 +262,7 @@ class JobBoard:
         record = self.records.get(job_id)
         if record is None or record.final:
             return
-        self._runner_of[job_id].cancel(job_id)
+        self._session_of[job_id].cancel(job_id)
 
     def cancel_all(self) -> None:
         for job_id, record in list(self.records.items()):
@@ -294,7 +280,7 @@ class JobBoard:
         for job_id in [j for j, r in self.records.items() if r.final]:
             del self.records[job_id]
             self.pending.remove(job_id)  # dismissed: not brought back when its file is reopened
-            self._runner_of.pop(job_id, None)
+            self._session_of.pop(job_id, None)
         self._batch = [j for j in self._batch if j in self.records]
 
     # -- the main thread ----------------------------------------------------
@@ -303,20 +289,31 @@ class JobBoard:
         """Take every update since the last call and apply it: progress, previews, and
         each finished clip as a new strip (one undo step each). Returns the records that changed."""
         changed: dict[str, JobRecord] = {}
-        for runner in list(self._runners.values()):
-            for update in runner.drain():
-                record = self.records.get(update.job_id)
+        for session in list(self._sessions.values()):
+            for outcome in session.poll():
+                record = self.records.get(outcome.job_id)
                 if record is None:
                     continue  # cleared from the panel meanwhile
-                self._apply(record, update, scenes, undo_push)
+                self._apply(record, outcome.update, outcome.record)
                 changed[record.job_id] = record
+
+            def place(item: EditItem, update: JobUpdate, edit: EditRecord):
+                record = self.records.get(update.job_id)
+                return None if record is None else self._insert(record, update, scenes, undo_push)
+
+            for outcome in session.place_finished(place):
+                record = self.records.get(outcome.job_id)
+                if record is not None:
+                    self._settle(record)
+                    changed[record.job_id] = record
         return list(changed.values())
 
-    def _apply(self, record: JobRecord, update: JobUpdate, scenes: Mapping,
-               undo_push: Callable[[str], None] | None) -> None:
+    def _apply(self, record: JobRecord, update: JobUpdate, edit: EditRecord | None) -> None:
+        """Progress, previews and the result's path; a DONE result is placed by ``place_finished`` next."""
         if record.final:
             return  # a late duplicate of a final state
         record.last_update = update
+        record.edit = edit or record.edit
         record.state, record.fraction = update.state, update.fraction
         record.model = update.job.model or record.model
         if update.message:
@@ -325,7 +322,10 @@ class JobBoard:
             record.preview_paths = self._save_previews(record.job_id, update.previews)
         if update.state == "DONE" and update.result_path is not None:
             record.result_path = str(update.result_path)
-            self._insert(record, update, scenes, undo_push)
+        elif record.final:
+            self._settle(record)
+
+    def _settle(self, record: JobRecord) -> None:
         if record.final and not (record.detached and record.state == "DONE"):
             self.pending.remove(record.job_id)  # on the timeline, failed or cancelled: nothing to come back to
 
@@ -355,26 +355,28 @@ class JobBoard:
         return paths
 
     def _insert(self, record: JobRecord, update: JobUpdate, scenes: Mapping,
-                undo_push: Callable[[str], None] | None) -> None:
+                undo_push: Callable[[str], None] | None):
+        """The new strip, or None with ``record.message`` saying why there is none."""
         if record.detached:
             record.message = f"its .blend file was closed; the result is at {record.result_path}"
-            return
+            return None
         scene = scenes.get(record.scene)
         if scene is None or scene.sequence_editor is None:
             record.message = f"scene '{record.scene}' is gone; the result is at {record.result_path}"
-            return
+            return None
         before, after = _rendered_handles(update, record.span)
         try:
             strip = placement.insert_result(
                 scene.sequence_editor, record.span, record.result_path,
                 name=placement.strip_name_for(record.options.params.instruction),
-                metadata=strip_metadata(record, update), rendered_before=before, rendered_after=after)
+                metadata=strip_metadata(record.edit), rendered_before=before, rendered_after=after)
         except PluginError as exc:
             record.message = f"not added: {exc}"
-            return
+            return None
         record.result_strip = strip.name
         if undo_push is not None:
             undo_push(f"Fairy: {strip.name}")
+        return strip
 
     # -- for the panel and status bar ---------------------------------------
 
@@ -392,6 +394,6 @@ class JobBoard:
 
     def close(self) -> None:
         """Stop watching (the server keeps running the jobs)."""
-        for runner in self._runners.values():
-            runner.close()
-        self._runners.clear()
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()

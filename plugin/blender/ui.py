@@ -13,11 +13,12 @@ import traceback
 
 import bpy
 import bpy.utils.previews
-from bpy.props import IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from fairy_plugin.client import DEFAULT_ADDRESS, FairyClient, format_server_info
 from fairy_plugin.errors import PluginError
 from fairy_plugin.requests import EditParams
+from fairy_proto.v1.settings import LONG_SIDE_FALLBACK, REQUEST_SETTINGS
 
 from . import compat, strips
 from .jobs import EditOptions, JobBoard, check_address_allowed
@@ -122,6 +123,55 @@ def timer_tick():
     return _BUSY_INTERVAL if _board.busy else _IDLE_INTERVAL
 
 
+# --- the edit dialog's settings ------------------------------------------------------
+
+# Blender's integer properties hold 32 bits: a larger seed is typed through fairy timeline instead.
+_BLENDER_INT_MAX = 2**31 - 1
+DIALOG_SETTINGS = tuple(REQUEST_SETTINGS)
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def setting_properties() -> dict:
+    """Blender properties for every setting of the table: the table's default, range and help."""
+    properties = {}
+    for s in DIALOG_SETTINGS:
+        label, help_text = _label(s.name), s.help[:1].upper() + s.help[1:]
+        if s.choices:
+            items = [(choice, choice.replace("_", " "), "") for choice in s.choices]
+            prop = EnumProperty(name=label, items=items, default=s.default, description=help_text)
+        elif s.type is str:
+            prop = StringProperty(name=label, default=s.default or "", description=f"{help_text} (empty: {s.default_text})")
+        elif s.type is int:
+            default = s.default if s.default is not None else LONG_SIDE_FALLBACK
+            prop = IntProperty(name=label, default=default, min=int(s.minimum), max=min(int(s.maximum), _BLENDER_INT_MAX),
+                               description=help_text, subtype="PIXEL" if s.name == "long_side" else "NONE")
+        else:
+            prop = FloatProperty(name=label, default=s.default, min=s.minimum, max=s.maximum, description=help_text)
+        properties[s.name] = prop
+        if s.server_default:
+            properties[f"use_{s.name}"] = BoolProperty(
+                name=f"Set {label.lower()}", default=False,
+                description=f"Send this {label.lower()}; off: the server's default"
+                            + (f" ({s.default})" if s.default is not None else f" ({s.default_text})"))
+    return properties
+
+
+def dialog_settings(operator) -> dict:
+    """The settings the dialog sends: the table's names, only those ticked (and the seed, always)."""
+    values = {}
+    for s in DIALOG_SETTINGS:
+        if s.server_default and not getattr(operator, f"use_{s.name}"):
+            continue
+        value = getattr(operator, s.name)
+        if s.type is str and not s.choices and not value.strip():
+            continue  # an empty model: the server's
+        values[s.name] = value.strip() if isinstance(value, str) and not s.choices else value
+    return values
+
+
 # --- operators ----------------------------------------------------------------------
 
 
@@ -130,15 +180,14 @@ class _EditDialog:
 
     bl_options = {"REGISTER"}
 
-    instruction: StringProperty(name="Instruction", description="What the edit should do, e.g. \"make it snowy\"")
-    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same result")
-    steps: IntProperty(name="Steps", default=10, min=1, max=100, description="Denoising steps (more: slower, finer)")
-    anchors: IntProperty(name="Anchors", default=3, min=1, max=16,
-                         description="Anchor frames edited first; every frame then follows them")
-    handles: IntProperty(name="Handles", default=0, min=0, max=240,
-                         description="Extra frames rendered before and after, where the movie has them")
-    long_side: IntProperty(name="Size", default=0, min=0, max=4096, subtype="PIXEL",
-                           description="Long side of the rendered frames (0: the server's default)")
+    # One property per setting of the settings table, under its name; a setting the server has a default for
+    # also gets a use_NAME toggle, and is sent only when that is on (off: the server's default applies).
+    __annotations__ = {
+        "instruction": StringProperty(name="Instruction", description="What the edit should do, e.g. \"make it snowy\""),
+        **setting_properties(),
+        "handles": IntProperty(name="Handles", default=0, min=0, max=240,
+                               description="Extra frames rendered before and after, where the movie has them"),
+    }
 
     @classmethod
     def poll(cls, context):
@@ -151,13 +200,14 @@ class _EditDialog:
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "instruction", text="")
-        row = layout.row()
-        row.prop(self, "seed")
-        row.prop(self, "steps")
-        row = layout.row()
-        row.prop(self, "anchors")
-        row.prop(self, "handles")
-        layout.prop(self, "long_side")
+        layout.prop(self, "handles")
+        column = layout.column(heading="Settings (unticked: the server's default)")
+        for s in DIALOG_SETTINGS:
+            row = column.row(align=True)
+            if s.server_default:
+                row.prop(self, f"use_{s.name}", text="")
+                row.active = getattr(self, f"use_{s.name}")
+            row.prop(self, s.name)
         try:
             spans = self.chosen_spans(compat.sequencer_scene(context))
             frames = sum(span.frame_count for span in spans)
@@ -166,10 +216,7 @@ class _EditDialog:
             layout.label(text=str(exc), icon="ERROR")
 
     def edit_options(self) -> EditOptions:
-        return EditOptions(params=EditParams(instruction=self.instruction.strip(), seed=self.seed,
-                                             steps=self.steps, anchors=self.anchors,
-                                             long_side=self.long_side or None),
-                           handles=self.handles)
+        return EditOptions(params=EditParams(self.instruction.strip(), **dialog_settings(self)), handles=self.handles)
 
     def chosen_spans(self, scene):
         raise NotImplementedError

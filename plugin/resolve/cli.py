@@ -3,7 +3,7 @@
 or install the Workspace > Scripts entry.
 
     python -m fairy_plugin.resolve edit -i "make it snowy" [--current | --selected | --marks --track 2]
-        [--take [--finalize-take]] [--server ADDR] [--token T] [--seed N --steps N --anchors N --handles N]
+        [--take [--finalize-take]] [--server ADDR] [--token T] [--seed N --steps N --anchors N --noise per_frame ... --handles N]
     python -m fairy_plugin.resolve install-script      # copies fairy_edit.py into Fusion/Scripts/Edit
 """
 
@@ -16,12 +16,16 @@ import pathlib
 import sys
 from typing import Any, TextIO
 
+from fairy_proto.v1.settings import REQUEST_SETTINGS, add_arguments, values_from_arguments
+
 from ..client import DEFAULT_ADDRESS, FairyClient
 from ..errors import PluginError
-from ..requests import CODECS, EditParams
+from ..requests import EditParams
 from .edit import edit_timeline
 
 __all__ = ["main", "connect", "scripts_folder", "default_media_dir", "install_script"]
+
+REQUEST_SETTING_NAMES = tuple(s.name for s in REQUEST_SETTINGS)
 
 # Where Resolve looks for its scripting module when RESOLVE_SCRIPT_API is not set
 # (the locations its README gives).
@@ -77,9 +81,10 @@ def install_script(folder: pathlib.Path | None = None) -> pathlib.Path:
     site = str(pathlib.Path(__file__).resolve().parents[2])  # the folder holding fairy_plugin
     text = source.replace('FAIRY_PLUGIN_PATH = ""', f"FAIRY_PLUGIN_PATH = {site!r}", 1)
     target = folder / "fairy_edit.py"
-    temp = target.with_suffix(".py.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, target)
+    from fairy_proto.files import atomic_write
+
+    with atomic_write(target, "w", overwrite=True, encoding="utf-8") as f:  # Resolve never reads half a script
+        f.write(text)
     return target
 
 
@@ -103,13 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--token", default=os.environ.get("FAIRY_TOKEN"))
     edit.add_argument("--tls-ca", type=pathlib.Path)
     edit.add_argument("--media-dir", type=pathlib.Path, help="where rendered clips go (default ~/Fairy Renders)")
-    edit.add_argument("--seed", type=int, default=0)
-    edit.add_argument("--steps", type=int)
-    edit.add_argument("--anchors", type=int)
-    edit.add_argument("--model", default="")
-    edit.add_argument("--long-side", type=int, help="longer side the frames are edited at (server default 512)")
-    edit.add_argument("--codec", choices=sorted(CODECS), default="h264")
-    edit.add_argument("--handles", type=int, default=0)
+    settings = edit.add_argument_group("edit settings (default: the server's)")
+    add_arguments(settings, REQUEST_SETTING_NAMES, unset_means="the server's")
+    edit.add_argument("--handles", type=int, default=0, help="extra frames each side, where the media has them")
     install = sub.add_parser("install-script", help="put fairy_edit.py under Workspace > Scripts")
     install.add_argument("--folder", type=pathlib.Path, help=f"default: {scripts_folder()}")
     return parser
@@ -123,8 +124,7 @@ def main(argv: list[str] | None = None, *, resolve: Any = None, stderr: TextIO |
             err.write(f"installed {install_script(args.folder)}; restart Resolve, then Workspace > Scripts > "
                       "fairy_edit\n")
             return 0
-        params = EditParams(instruction=args.instruction, seed=args.seed, steps=args.steps, anchors=args.anchors,
-                            model=args.model, codec=args.codec, long_side=args.long_side)
+        params = EditParams(args.instruction, **values_from_arguments(args, REQUEST_SETTING_NAMES))
         resolve = resolve if resolve is not None else connect()
         certificates = args.tls_ca.read_bytes() if args.tls_ca else None
         with FairyClient(args.server, token=args.token, root_certificates=certificates) as client:

@@ -23,21 +23,23 @@ at the media's own rate. endFrame is passed as the last frame (inclusive).
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import re
-import time
 from typing import Any, Callable, TextIO
+
+from fairy_proto.v1.clip_metadata import METADATA_KEY, EditRecord
+from fairy_proto.v1.clip_metadata import read as read_record
 
 from ..client import FairyClient
 from ..errors import ClipError, PluginError, SelectionError
-from ..progress import ProgressBoard
 from ..ranges import MediaRange, exact_rate
 from ..relink import result_name
-from ..requests import EditParams, request_for_range
-from ..runner import JobRunner
+from ..requests import EditParams
+from ..session import EditItem, EditSession
 
 __all__ = ["ResolveClip", "EditSummary", "MODES", "current_timeline", "choose_items", "clip_of",
-           "place_on_track_above", "add_as_take", "edit_timeline"]
+           "place_on_track_above", "add_as_take", "edit_timeline", "marker_record"]
 
 MODES = ("current", "selected", "marks")
 MARKER_COLOR = "Purple"
@@ -175,10 +177,21 @@ def _rendered(job) -> tuple[int, int]:
     return 0, asked.frame_count
 
 
-def _marker(item: Any, frame: int, job) -> None:
-    request = job.request
-    note = f"{request.instruction} (seed {request.parameters.seed}, model {job.model or 'default'})"
-    item.AddMarker(frame, MARKER_COLOR, f"Fairy: {result_name(request.instruction)}", note, 1, job.job_id)
+def _marker(item: Any, frame: int, record: EditRecord) -> None:
+    """The edit's record on the result: the note for people, metadata["fairy"]'s layout as JSON in the
+    marker's custom data for scripts (Resolve keeps no other metadata on a timeline item)."""
+    note = f"{record.instruction} (seed {record.seed}, model {record.model or 'default'})"
+    item.AddMarker(frame, MARKER_COLOR, f"Fairy: {result_name(record.instruction)}", note, 1,
+                   json.dumps(record.to_metadata(), sort_keys=True))
+
+
+def marker_record(marker: dict) -> EditRecord | None:
+    """The record a Fairy marker carries (a value of TimelineItem.GetMarkers()), or None."""
+    try:
+        data = json.loads(marker.get("customData") or "")
+    except ValueError:
+        return None
+    return read_record({METADATA_KEY: data}) if isinstance(data, dict) else None
 
 
 def _free_track_above(timeline: Any, clip: ResolveClip) -> int:
@@ -196,7 +209,7 @@ def _free_track_above(timeline: Any, clip: ResolveClip) -> int:
 
 
 def place_on_track_above(media_pool: Any, timeline: Any, clip: ResolveClip, result_path: pathlib.Path, job,
-                         warnings: list[str] | None = None) -> Any:
+                         record: EditRecord, warnings: list[str] | None = None) -> Any:
     """Import the result and put it over ``clip`` on the first free track above,
     at the same record frame; a marker on it carries the instruction."""
     media_item = _import(media_pool, result_path)
@@ -213,14 +226,14 @@ def place_on_track_above(media_pool: Any, timeline: Any, clip: ResolveClip, resu
     if not appended:
         raise ClipError(f"Resolve refused to place the result of {clip.label} on V{track}")
     new = appended[0]
-    _marker(new, before, job)
+    _marker(new, before, record)
     if warnings is not None and (new.GetStart() != clip.record_start or new.GetDuration() != clip.duration):
         warnings.append(f"{clip.label}: the result landed at {new.GetStart()}+{new.GetDuration()}, "
                         f"not {clip.record_start}+{clip.duration}")
     return new
 
 
-def add_as_take(media_pool: Any, clip: ResolveClip, result_path: pathlib.Path, job, *,
+def add_as_take(media_pool: Any, clip: ResolveClip, result_path: pathlib.Path, job, record: EditRecord, *,
                 finalize: bool = False) -> Any:
     """Import the result and add it to ``clip``'s item as a new take, selected;
     the original stays the first take unless ``finalize`` (FinalizeTake) is asked."""
@@ -234,7 +247,7 @@ def add_as_take(media_pool: Any, clip: ResolveClip, result_path: pathlib.Path, j
         raise ClipError(f"Resolve could not select take {index} of {clip.label}")
     if finalize and not item.FinalizeTake():
         raise ClipError(f"Resolve could not finalize the take of {clip.label}")
-    _marker(item, before, job)
+    _marker(item, before, record)
     return item
 
 
@@ -262,43 +275,27 @@ def edit_timeline(resolve: Any, params: EditParams, *, client: FairyClient, medi
         return summary
     client.server_info()  # one clear line now if the server is not there
     media_dir.mkdir(parents=True, exist_ok=True)
-    by_job: dict[str, ResolveClip] = {}
-    with JobRunner(client, media_dir, always_download=True) as runner:
-        try:
-            for clip in clips:
-                request = request_for_range(clip.media, params, labels={
-                    "editor": "resolve", "timeline": str(timeline.GetName()), "clip": clip.label,
-                    "item": clip.key})
-                by_job[runner.submit(clip.label, request)] = clip
-            board = ProgressBoard({job_id: c.label for job_id, c in by_job.items()}, stream=stream, live=False)
-            while True:
-                board.update(runner.drain())
-                if all(u.final for u in runner.latest().values()):
-                    break
-                if should_cancel is not None and should_cancel():
-                    raise KeyboardInterrupt
-                time.sleep(_POLL_SECONDS)
-        except KeyboardInterrupt:
-            runner.cancel_all(wait=True)
-            runner.wait_all(timeout=10)
-            summary.cancelled = True
-            return summary
-        final = runner.latest()
-
+    by_key = {clip.key: clip for clip in clips}
     media_pool = project.GetMediaPool()
-    for job_id, clip in by_job.items():
-        update = final[job_id]
-        if update.state != "DONE":
-            summary.failed.append(f"{clip.label}: {update.state.lower()}"
-                                  + (f": {update.message}" if update.message else ""))
-            continue
-        try:
-            if as_take:
-                placed = add_as_take(media_pool, clip, update.result_path, update.job, finalize=finalize_take)
-            else:
-                placed = place_on_track_above(media_pool, timeline, clip, update.result_path, update.job,
-                                              summary.warnings)
-            summary.placed.append((clip.label, placed))
-        except ClipError as exc:
-            summary.failed.append(str(exc))
+
+    def place(item: EditItem, update, record: EditRecord) -> Any:
+        clip = by_key[item.key]
+        if as_take:
+            return add_as_take(media_pool, clip, update.result_path, update.job, record, finalize=finalize_take)
+        return place_on_track_above(media_pool, timeline, clip, update.result_path, update.job, record,
+                                    summary.warnings)
+
+    with EditSession(client, media_dir) as session:
+        for clip in clips:
+            session.submit(EditItem(key=clip.key, name=str(clip.item.GetName()), media=clip.media, label=clip.label,
+                                    labels={"editor": "resolve", "timeline": str(timeline.GetName()),
+                                            "clip": clip.label, "item": clip.key}), params)
+        result = session.run(place, stream=stream, live=False, should_cancel=should_cancel,
+                             poll_seconds=_POLL_SECONDS)
+    summary.cancelled = result.cancelled
+    for outcome in result.outcomes:
+        if outcome.placed is not None:
+            summary.placed.append((outcome.item.shown, outcome.placed))
+        elif outcome.error and not result.cancelled:
+            summary.failed.append(f"{outcome.item.shown}: {outcome.error}")
     return summary

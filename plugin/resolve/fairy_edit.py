@@ -9,7 +9,9 @@ above its clip, with a marker carrying the instruction.
 Resolve scripts have no dialog API of their own here: the instruction is asked
 with Tk when Resolve's Python has it, else read from $FAIRY_INSTRUCTION.
 Settings come from the environment: FAIRY_SERVER, FAIRY_TOKEN, FAIRY_MEDIA_DIR,
-FAIRY_SEED, FAIRY_STEPS, FAIRY_HANDLES, FAIRY_AS_TAKE=1.
+FAIRY_HANDLES, FAIRY_AS_TAKE=1, and one variable per edit setting, named after it
+(FAIRY_SEED, FAIRY_STEPS, FAIRY_ANCHORS, FAIRY_GUIDANCE_SCALE, FAIRY_NOISE...);
+an unset one takes the server's default.
 """
 
 import os
@@ -54,14 +56,18 @@ def run():
     from fairy_plugin.requests import EditParams
     from fairy_plugin.resolve.cli import default_media_dir
     from fairy_plugin.resolve.edit import current_timeline, edit_timeline
+    from fairy_proto.v1.settings import REQUEST_SETTINGS, SettingError, values_from_environment
 
     instruction = _ask_instruction()
     if not instruction or not instruction.strip():
         print("Fairy Edit: no instruction given; nothing done")
         return
     env = os.environ
-    params = EditParams(instruction=instruction, seed=int(env.get("FAIRY_SEED", "0")),
-                        steps=int(env["FAIRY_STEPS"]) if env.get("FAIRY_STEPS") else None)
+    try:
+        params = EditParams(instruction, **values_from_environment(env, [s.name for s in REQUEST_SETTINGS]))
+    except SettingError as exc:
+        print(f"Fairy Edit: {exc}")
+        return
     try:
         resolve = _resolve_object()
         _, timeline = current_timeline(resolve)

@@ -31,12 +31,13 @@ def test_demo_runs_the_whole_path_with_the_shipped_model_by_default(tmp_path, ca
         assert rendered.parent == out / "sample_edit_fairy"
         assert probe(rendered).frame_count == original.source_range.duration.to_frames()
         assert result.metadata["fairy"]["instruction"] == "make it snowy"
+        assert result.metadata["fairy"]["settings"]["long_side"] == 128  # recorded as the server resolved it
     # The server edited at the shipped model's working size (the requests left it unset).
     sidecars = sorted((out / "server").rglob("*_fairy.otio"))
     assert len(sidecars) == 2
     for sidecar in sidecars:
         clip = otio.adapters.read_from_file(str(sidecar)).find_clips()[0]
-        assert clip.metadata["fairy"]["parameters"]["long_side"] == 128
+        assert clip.metadata["fairy"]["settings"]["long_side"] == 128
     # The README's picture is made from this output: per shot, its frames over the edited ones.
     figure = tmp_path / "demo.jpg"
     script = pathlib.Path(__file__).parents[2] / "bench" / "make_demo_figure.py"

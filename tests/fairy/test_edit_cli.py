@@ -127,7 +127,7 @@ def test_cancel_leaves_no_file(tiny_pipe, clip, tmp_path):
 def test_progress_and_anchor_previews(tiny_pipe, clip, tmp_path):
     reports = []
     result = edit_video(tiny_pipe, clip, tmp_path / "out.mov", EditSettings("make it snow", steps=2, long_side=64,
-                        num_anchors=2, batch_size=3, codec="prores"), on_progress=reports.append)  # fmt: skip
+                        anchors=2, batch_size=3, codec="prores"), on_progress=reports.append)  # fmt: skip
     previews = [r.anchor_previews for r in reports if r.anchor_previews]
     assert len(previews) == 1 and sorted(previews[0]) == [2, 7]  # anchors of 10 frames, K = 2
     assert all(p.shape == (48, 64, 3) and p.dtype == np.uint8 for p in previews[0].values())
@@ -144,12 +144,12 @@ def test_batch_size_changes_nothing_in_the_written_frames(tiny_pipe, clip, tmp_p
     from fairy.video import iter_frames
 
     out = tmp_path / f"b{batch_size}.mov"
-    edit_video(tiny_pipe, clip, out, EditSettings("make it snow", steps=2, long_side=64, num_anchors=2,
+    edit_video(tiny_pipe, clip, out, EditSettings("make it snow", steps=2, long_side=64, anchors=2,
                batch_size=batch_size, codec="prores"))  # fmt: skip
     frames = np.stack(list(iter_frames(out, 0, 10))).astype(np.int16)
     reference = tmp_path / "reference.mov"
     if not reference.exists():
-        edit_video(tiny_pipe, clip, reference, EditSettings("make it snow", steps=2, long_side=64, num_anchors=2,
+        edit_video(tiny_pipe, clip, reference, EditSettings("make it snow", steps=2, long_side=64, anchors=2,
                    batch_size=3, codec="prores"))  # fmt: skip
     expected = np.stack(list(iter_frames(reference, 0, 10))).astype(np.int16)
     # The edits agree to one 8-bit level before encoding (README: noise policy), but a lossy

@@ -11,13 +11,14 @@ import pytest
 
 from fairy.errors import ModelLoadError
 from fairy.loading import load_pipeline, pick_device
+from real_server import closed_port
 
 
 def test_local_diffusers_folder_loads_and_edits(tiny_model_dir, tiny_pipe):
     pipe = load_pipeline(str(tiny_model_dir), device="cpu")
     frames = np.full((2, 32, 48, 3), 128, np.uint8)
-    out = pipe(frames, "make it snow", num_inference_steps=2, num_anchors=1).frames
-    reference = tiny_pipe(frames, "make it snow", num_inference_steps=2, num_anchors=1).frames
+    out = pipe(frames, "make it snow", steps=2, anchors=1).frames
+    reference = tiny_pipe(frames, "make it snow", steps=2, anchors=1).frames
     # Same weights (the folder holds the tiny model) -> the same edit.
     np.testing.assert_allclose(out, reference, atol=1e-6)
     assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
@@ -60,11 +61,13 @@ _LOAD_AND_PRINT = (
 
 def _load_in_a_fresh_process(model: str, hf_home, *, offline: bool) -> subprocess.CompletedProcess:
     """huggingface_hub reads its settings at import, so each case gets its own interpreter. The endpoint is
-    a closed local port: the test never reaches the network, and an unreachable hub is what it sees."""
-    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1" if offline else "0",
-               HF_ENDPOINT="http://127.0.0.1:9")
-    return subprocess.run([sys.executable, "-c", _LOAD_AND_PRINT, model], env=env, capture_output=True, text=True,
-                          timeout=120)
+    a local port nothing listens on, held while the process runs (real_server.closed_port): the test never
+    reaches the network, and an unreachable hub is what it sees."""
+    with closed_port() as address:
+        env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1" if offline else "0",
+                   HF_ENDPOINT=f"http://{address}")
+        return subprocess.run([sys.executable, "-c", _LOAD_AND_PRINT, model], env=env, capture_output=True,
+                              text=True, timeout=120)
 
 
 @pytest.mark.parametrize("offline", [True, False])

@@ -1,51 +1,49 @@
-"""The Blender extension end to end: real Blender (bpy 5.0.1), a real server with the tiny model.
+"""The Blender extension end to end: real Blender (bpy 5.0.1), the session's real ``fairy-server`` (tiny
+model, CPU, one worker; tests/conftest.py ``fairy_server``).
 
 The extension is enabled the way Blender enables add-ons (addon_utils), the
 operators run through bpy.ops exactly as the strip menu calls them (the dialog
 only fills their properties), and the timer callback Blender would call is
-called by the test (bpy as a module has no event loop to fire timers).
+called by the test (bpy as a module has no event loop to fire timers). A job that must still be running
+when the test acts asks the server to hold it in FRAMES (``live.HOLD``).
 """
 
 from __future__ import annotations
 
 import pathlib
 import re
-import socket
 import time
 from fractions import Fraction
 
 import av
 import bpy
 import pytest
-from fairy_server.local import local_server
+from fairy_proto.v1 import fairy_pb2
+from fairy_proto.v1.settings import LONG_SIDE_FALLBACK, REQUEST_SETTINGS
 
 import addon_utils  # Blender's own module; importable once bpy is
 
 from fairy.video import make_test_clip
 from fairy_plugin.blender import compat, ui
+from real_server import closed_port
 
 PACKAGE = "fairy_plugin.blender"
 # Small and fast: the tiny random-weight model on 96x64 clips.
-FAST = dict(steps=2, anchors=2, long_side=64)
+# The dialog sends a setting only when its use_ toggle is on; otherwise the server's default applies.
+FAST = dict(use_steps=True, steps=2, use_anchors=True, anchors=2, use_long_side=True, long_side=64)
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("media")
+def media(fairy_server):
+    """Two clips in the session server's media root."""
+    folder = fairy_server.media_root / "blender"
+    folder.mkdir(exist_ok=True)
     return {
         "a": str(make_test_clip(folder / "a.mp4", frames=12, fps=Fraction(24), audio=False, pattern="index")),
         "b": str(make_test_clip(folder / "b.mp4", frames=12, fps=Fraction(30000, 1001), audio=False,
                                 pattern="index")),
         "folder": folder,
     }
-
-
-@pytest.fixture(scope="module")
-def server(media, tmp_path_factory):
-    """``fairy-server`` on a free loopback port, in its own process."""
-    with local_server(tmp_path_factory.mktemp("server"), model="builtin:tiny", devices="cpu",
-                      media_roots=[media["folder"]]) as address:
-        yield address
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +61,14 @@ def enable_extension(server, user_dir):
 
 
 @pytest.fixture(scope="module")
-def extension(server, user_dir):
-    yield enable_extension(server, user_dir)
+def extension(fairy_server, user_dir):
+    yield enable_extension(fairy_server.address, user_dir)
     addon_utils.disable(PACKAGE)
 
 
 @pytest.fixture
-def scene(extension):
+def scene(extension, live):
+    """A scene of its own, current; the server's worker free before and after (``live``)."""
     scene = bpy.data.scenes.new("fairy-test")
     scene.render.fps = 24
     scene.sequence_editor_create()
@@ -189,8 +188,8 @@ def test_edit_selected_strip_adds_the_result_above_with_one_undo_step(scene, med
     assert frame_count(record.result_path) == (11, Fraction(24))
     meta = result["fairy"].to_dict()
     assert meta["instruction"] == "make it snowy" and meta["seed"] == 3
-    assert meta["job_id"] == record.job_id and meta["source_strip"] == "shot"
-    assert meta["model"] == "builtin:tiny" and (meta["media_start"], meta["frame_count"]) == (1, 9)
+    assert meta["job_id"] == record.job_id and meta["source"]["name"] == "shot"
+    assert meta["model"] == "builtin:tiny" and (meta["source"]["start_frame"], meta["source"]["frame_count"]) == (1, 9)
     assert snapshot(strips_named(scene)["shot"]) == before, "the source strip must not change"
     # Anchor previews arrived, were written as JPEGs and loaded as icons for the panel.
     assert len(record.preview_paths) == 2
@@ -242,24 +241,26 @@ def test_edit_range_edits_each_strip_in_the_preview_range(scene, media):
     assert {"first", "second", "outside"} <= set(strips_named(scene))
 
 
-def test_cancel_stops_the_job_and_adds_nothing(scene, media):
+def test_cancel_stops_the_job_and_adds_nothing(scene, media, live):
     source = add_movie(scene, media["a"], name="shot", channel=1, frame_start=1)
     source.select = True
-    # Enough work that the cancel arrives long before the end.
-    assert bpy.ops.fairy.edit_strips("EXEC_DEFAULT", instruction="slow one", steps=60, anchors=4,
-                                     long_side=128) == {"FINISHED"}
+    # The server holds the job (in FRAMES once it runs) until it is cancelled: it cannot finish first.
+    assert bpy.ops.fairy.edit_strips("EXEC_DEFAULT", instruction=f"slow one {live.HOLD}", **FAST) == {"FINISHED"}
     [record] = ui.board().records.values()
     assert bpy.ops.fairy.cancel_job(job_id=record.job_id) == {"FINISHED"}
     pump(lambda: record.final)
     assert record.state == "CANCELLED"
     assert record.result_strip == "" and not record.result_path
     assert set(strips_named(scene)) == {"shot"}
+    on_server = live.job(record.job_id)
+    assert on_server.state == fairy_pb2.JOB_STATE_CANCELLED and on_server.cancel_requested
 
 
-def test_the_panel_and_status_bar_draw_jobs_with_progress_and_cancel(scene, media):
+def test_the_panel_and_status_bar_draw_jobs_with_progress_and_cancel(scene, media, live):
     source = add_movie(scene, media["a"], name="shot", channel=1, frame_start=1)
     source.select = True
-    bpy.ops.fairy.edit_strips("EXEC_DEFAULT", instruction="slow one", steps=60, anchors=4, long_side=128)
+    # Held by the server until cancelled (the scene fixture cancels it): still running while drawn.
+    bpy.ops.fairy.edit_strips("EXEC_DEFAULT", instruction=f"slow one {live.HOLD}", **FAST)
     [record] = ui.board().records.values()
     log = []
     ui.SEQUENCER_PT_fairy_jobs.draw(type("Panel", (), {"layout": _Recorder(log)})(), bpy.context)
@@ -280,12 +281,45 @@ def test_the_dialog_says_what_will_be_edited(scene, media):
     def labels(operator):
         log = []
         dialog = type("Dialog", (), {"handles": 0, "chosen_spans": operator.chosen_spans,
-                                     "layout": _Recorder(log)})()
+                                     "layout": _Recorder(log), **_dialog_values()})()
         ui._EditDialog.draw(dialog, bpy.context)
         return [kwargs["text"] for name, args, kwargs in log if name == "label"]
 
     assert labels(ui.FAIRY_OT_edit_range) == ["2 strips, 8 frames"]
     assert labels(ui.FAIRY_OT_edit_strips) == ["select one or more movie strips first"]  # nothing selected
+
+
+def _dialog_values(**chosen) -> dict:
+    """The dialog's properties as Blender initialises them (the settings table's defaults, toggles off)."""
+    values = {}
+    for s in REQUEST_SETTINGS:
+        values[s.name] = s.default if s.default is not None else (LONG_SIDE_FALLBACK if s.type is int else "")
+        if s.server_default:
+            values[f"use_{s.name}"] = False
+    return values | chosen
+
+
+def test_the_dialog_has_every_setting_and_sends_only_the_ticked_ones(extension):
+    properties = ui._EditDialog.__annotations__  # what both edit operators register
+    for s in REQUEST_SETTINGS:
+        assert s.name in properties and (f"use_{s.name}" in properties) == s.server_default
+        assert properties[s.name].keywords["description"].lower().startswith(s.help[:20].lower())
+    assert properties["anchors"].keywords["min"] == 0  # per-frame editing is allowed here too
+
+    from fairy_plugin.requests import EditParams
+
+    dialog = type("Dialog", (), _dialog_values(instruction=" snow ", seed=4, steps=30, anchors=0, use_anchors=True,
+                                               noise="per_frame", use_noise=True, handles=2))()
+    options = ui._EditDialog.edit_options(dialog)
+    # Steps were typed but not ticked: the server's default applies; the seed is always sent.
+    assert options.params == EditParams("snow", seed=4, anchors=0, noise="per_frame")
+    assert options.handles == 2
+    log = []
+    dialog.layout = _Recorder(log)
+    dialog.chosen_spans = lambda scene: []
+    ui._EditDialog.draw(dialog, bpy.context)
+    drawn = [args[1] for name, args, kwargs in log if name == "prop"]
+    assert [n for n in drawn if not n.startswith("use_")][2:] == [s.name for s in REQUEST_SETTINGS]
 
 
 def test_bad_requests_are_refused_before_anything_is_sent(scene, media, extension):
@@ -330,17 +364,15 @@ def test_a_server_that_is_not_running_fails_the_job_with_a_clear_message(scene, 
     from fairy_plugin.client import FairyClient
     from fairy_plugin.requests import EditParams
 
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{probe.getsockname()[1]}"
     board = jobs.JobBoard(tmp_path, make_client=lambda address, token: FairyClient(address, connect_timeout=0.5))
     try:
-        span = strips.strip_span(add_movie(scene, media["a"], name="shot", channel=1, frame_start=1))
-        [record] = board.submit(scene.name, [span], jobs.EditOptions(EditParams("x")), address=dead)
-        deadline = time.monotonic() + 60
-        while not record.final and time.monotonic() < deadline:
-            board.tick(bpy.data.scenes)
-            time.sleep(0.1)
+        with closed_port() as dead:
+            span = strips.strip_span(add_movie(scene, media["a"], name="shot", channel=1, frame_start=1))
+            [record] = board.submit(scene.name, [span], jobs.EditOptions(EditParams("x")), address=dead)
+            deadline = time.monotonic() + 60
+            while not record.final and time.monotonic() < deadline:
+                board.tick(bpy.data.scenes)
+                time.sleep(0.1)
         assert record.state == "FAILED"
         assert record.message == f"Fairy server is not running at {dead} (start it with `fairy-server`)"
         assert set(strips_named(scene)) == {"shot"}
@@ -393,7 +425,7 @@ def test_reopening_the_file_adds_what_finished_while_it_was_closed(scene, media,
     assert ui.board().pending.for_file(blend) == {}
 
 
-def test_jobs_survive_blender_quitting_and_land_when_the_file_is_opened_again(scene, media, tmp_path, server,
+def test_jobs_survive_blender_quitting_and_land_when_the_file_is_opened_again(scene, media, tmp_path, live,
                                                                              user_dir):
     blend = str(tmp_path / "edit.blend")
     source = add_movie(scene, media["a"], name="shot", channel=3, frame_start=5)
@@ -405,7 +437,7 @@ def test_jobs_survive_blender_quitting_and_land_when_the_file_is_opened_again(sc
     # Quit: the extension goes away (the server keeps the job), then a new session opens the file.
     addon_utils.disable(PACKAGE)
     bpy.ops.wm.read_homefile(use_empty=True)
-    enable_extension(server, user_dir)
+    enable_extension(live.address, user_dir)
     assert not ui.board().records
     bpy.ops.wm.open_mainfile(filepath=blend)
     [record] = ui.board().records.values()

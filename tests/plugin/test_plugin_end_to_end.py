@@ -1,6 +1,7 @@
 """The whole way a user goes: a real `fairy-server` (tiny model, CPU) started as
-a process, a timeline referencing a real clip, `fairy timeline edit`, and the
-relinked timeline with the rendered clip."""
+a process (the session's, tests/conftest.py), a timeline referencing a real clip
+in its media root, `fairy timeline edit`, and the relinked timeline with the
+rendered clip."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from fractions import Fraction
 
 import opentimelineio as otio
 import pytest
-from fairy_server.local import local_server
 from opentimelineio.opentime import RationalTime, TimeRange
 
 from fairy_plugin.ranges import clip_timeline_range
@@ -19,20 +19,12 @@ from fairy_plugin.timeline import main
 from otio_helpers import same_span, serialized_tracks
 
 
-@pytest.fixture
-def real_server(tmp_path):
-    media = tmp_path / "media"
-    media.mkdir()
-    with local_server(tmp_path / "data", model="builtin:tiny", devices="cpu", media_roots=[media]) as address:
-        yield address, media
-
-
 @pytest.mark.slow
-def test_edit_a_sample_timeline_through_the_real_server(real_server, tmp_path):
+def test_edit_a_sample_timeline_through_the_real_server(live, tmp_path):
     from fairy.video import make_test_clip, probe
 
-    address, media = real_server
-    shot = make_test_clip(media / "shot.mp4", frames=12, width=96, height=64, fps=Fraction(24))
+    address, media = live.address, live.media_root
+    shot = make_test_clip(media / "e2e-shot.mp4", frames=12, width=96, height=64, fps=Fraction(24))
     timeline = otio.schema.Timeline(name="e2e", global_start_time=RationalTime(86400, 24))
     track = otio.schema.Track(name="V1")
     track.append(otio.schema.Gap(source_range=TimeRange(RationalTime(0, 24), RationalTime(5, 24))))
@@ -42,7 +34,7 @@ def test_edit_a_sample_timeline_through_the_real_server(real_server, tmp_path):
         source_range=TimeRange(RationalTime(2, 24), RationalTime(8, 24))))
     # A 23.976 clip on the same 24 fps timeline: the server must accept the exact rate 24000/1001.
     ntsc_rate = 24000 / 1001
-    ntsc = make_test_clip(media / "ntsc.mp4", frames=10, width=96, height=64, fps=Fraction(24000, 1001))
+    ntsc = make_test_clip(media / "e2e-ntsc.mp4", frames=10, width=96, height=64, fps=Fraction(24000, 1001))
     track.append(otio.schema.Clip(
         name="ntsc", media_reference=otio.schema.ExternalReference(
             target_url=ntsc.resolve().as_uri(),
@@ -77,5 +69,5 @@ def test_edit_a_sample_timeline_through_the_real_server(real_server, tmp_path):
     # The 23.976 clip: frames 1-6 plus 1 handle before (all there is) and 2 after, at 24000/1001.
     ntsc_info = probe(otio.url_utils.filepath_from_url(new_ntsc.media_reference.target_url))
     assert ntsc_info.fps == Fraction(24000, 1001) and ntsc_info.frame_count == 9
-    assert new_ntsc.metadata["fairy"]["source_clip"]["range"] == {"start_frame": 1, "frame_count": 6,
-                                                                   "rate": "24000/1001"}
+    ntsc_source = new_ntsc.metadata["fairy"]["source"]
+    assert (ntsc_source["start_frame"], ntsc_source["frame_count"], ntsc_source["rate"]) == (1, 6, "24000/1001")

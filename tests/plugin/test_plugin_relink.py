@@ -46,7 +46,7 @@ def test_every_result_lands_over_its_source_and_nothing_else_changes(sample, tmp
         assert is_result_track(track) and track.parent() is timeline.tracks
         assert timeline.tracks.index(track) > timeline.tracks.index(top_level_track(clip))
         assert same_span(new.range_in_parent(), expected), (clip.name, new.range_in_parent(), expected)
-        assert new.metadata["fairy"]["source_clip"]["name"] == clip.name
+        assert new.metadata["fairy"]["source"]["name"] == clip.name
         assert new.metadata["fairy"]["instruction"] == "make it snowy"
 
     # Nothing else changed: the original tracks, in order, serialize as before,
@@ -115,10 +115,10 @@ def test_result_clip_points_at_the_file_with_handles_outside_its_range():
     assert new.source_range == TimeRange(RationalTime(2, 24), RationalTime(6, 24))
     meta = new.metadata["fairy"]
     assert meta["job_id"] == job.job_id and meta["seed"] == 3 and meta["model"] == "builtin:tiny"
-    assert meta["parameters"]["steps"] == 4
+    assert meta["settings"]["steps"] == 4
     assert meta["handles"] == {"before": 2, "after": 1}
-    assert meta["source_clip"]["media"] == "file:///folder/wind-up.mov"
-    assert meta["source_clip"]["range"] == {"start_frame": 2, "frame_count": 6, "rate": "24"}
+    assert meta["source"] == {"name": "Clip-002", "media": "/folder/wind-up.mov", "start_frame": 2,
+                              "frame_count": 6, "rate": "24/1"}
 
 
 def test_a_job_for_other_frames_is_refused(tmp_path):

@@ -100,7 +100,11 @@ def test_serving_only_after_a_worker_loaded_the_model(managed, media_root):
     manager, backend, health = managed
     view, created = manager.submit(_request(media_root, "a"), b"a", "fp-a")
     assert created and view.record.state == JobState.QUEUED and health == [False]
-    time.sleep(0.2)
+    # Let the manager's event loop handle one event of its own (a no-op phase report, which wakes the
+    # job's watchers once handled) rather than sleep: nothing was dispatched then either.
+    with manager.subscribe("a") as changes:
+        backend.script.put(JobPhase(0, view.record.seq, "a", JobState.QUEUED))
+        assert changes.get(10), "the manager never handled the event"
     assert backend.started == []  # no worker ready: nothing dispatched
     backend.script.put(WorkerReady(0, "builtin:tiny", CPU))
     _eventually(lambda: health == [False, True])

@@ -96,12 +96,8 @@ def test_sigkill_mid_job_then_restart_completes_each_job_exactly_once(tmp_path, 
     assert states == {"early": "DONE", "killed": "DONE", "waiting": "DONE", "stopped": "QUEUED"}
     results = data / "results"
     assert sorted(p.name for p in results.iterdir()) == ["early", "killed", "waiting"]  # no staging left
-    log = second.log()  # both runs append to the same log file
-    assert "job killed FRAMES -> QUEUED (server restarted)" in log
-    assert "job killed QUEUED -> LOADING_MODEL (attempt 2)" in log
-    assert log.count("job early QUEUED -> LOADING_MODEL") == 1
-    assert log.count("job waiting QUEUED -> LOADING_MODEL") == 1
-    assert "-> QUEUED (server stopping)" in log
+    # (The killed job's second attempt, the others' single one and the stopped job back in the queue are
+    # asserted above from the jobs' own records, not from the server's log lines.)
 
 
 def test_out_of_memory_backs_off_then_fails_or_succeeds_and_next_job_runs(tmp_path, media_root):
@@ -115,7 +111,8 @@ def test_out_of_memory_backs_off_then_fails_or_succeeds_and_next_job_runs(tmp_pa
     try:
         for n in (1, 2, 3):
             stub.SubmitEdit(edit_request(media_root / "clip.mp4", job_id=f"oom-{n}", count=2, seed=n, steps=1))
-        first, second, third = (watch_until_final(stub, f"oom-{n}")[-1] for n in (1, 2, 3))
+        events = {n: watch_until_final(stub, f"oom-{n}") for n in (1, 2, 3)}
+        first, second, third = (events[n][-1] for n in (1, 2, 3))
     finally:
         channel.close()
         server.stop()
@@ -125,6 +122,4 @@ def test_out_of_memory_backs_off_then_fails_or_succeeds_and_next_job_runs(tmp_pa
     assert not (tmp_path / "data" / "results" / "oom-1").exists()
     assert second.state == pb.JOB_STATE_DONE and second.frame_batch_size == 1
     assert third.state == pb.JOB_STATE_DONE and third.frame_batch_size == 4
-    log = server.log()
-    assert "job oom-2 out of memory: frame batch now 2" in log and "job oom-2 out of memory: frame batch now 1" in log
-    assert "job oom-1 ENCODING" not in log
+    assert pb.JOB_STATE_ENCODING not in [e.state for e in events[1]]  # it never got to encode

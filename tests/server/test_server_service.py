@@ -97,10 +97,12 @@ def test_sidecar_describes_the_render(server, basic_job):
     assert ref.target_url.startswith("file://") and ref.target_url.endswith(pathlib.Path(basic_job[1][-1].result_path).name)
     meta = clip.metadata["fairy"]
     assert meta["instruction"] == "make it red" and meta["seed"] == 7 and meta["job_id"] == "basic-1"
-    assert meta["model"] == "builtin:tiny" and meta["parameters"]["steps"] == 2
-    assert meta["source"]["range"] == {"start_frame": 2, "frame_count": 4, "rate": {"num": 24, "den": 1}}
-    assert meta["source"]["rendered_range"]["start_frame"] == 1
-    assert meta["source"]["path"].endswith("clip.mp4")
+    assert meta["model"] == "builtin:tiny" and meta["settings"]["steps"] == 2
+    source = meta["source"]
+    assert (source["start_frame"], source["frame_count"], source["rate"]) == (2, 4, "24/1")
+    assert meta["handles"]["before"] == 1  # rendered from frame 1
+    assert source["media"].endswith("clip.mp4")
+    assert meta["server"] == f"127.0.0.1:{server.port}"
 
 
 def test_idempotent_resubmit_and_conflict(server, basic_job):

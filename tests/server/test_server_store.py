@@ -75,7 +75,16 @@ def test_cache_key_covers_every_rendering_input():
         dict(source_sha256="cd" * 32), dict(start_frame=3), dict(render_count=5), dict(rate_num=25),
         dict(instruction="make it blue"), dict(model="other"), dict(seed=1), dict(steps=3), dict(anchors=2),
         dict(guidance_scale=7.0), dict(image_guidance_scale=1.0), dict(long_side=32), dict(codec="prores"),
-        dict(noise="shared"),
+        dict(noise="per_frame"),
     ):
         assert _plan(**change).cache_key() != base.cache_key(), change
     assert _plan(source="/elsewhere/same-content.mp4").cache_key() == base.cache_key()
+
+
+def test_a_plan_stored_before_the_server_resolved_noise_reads_back_with_the_default():
+    import json
+
+    from fairy_proto.v1.settings import setting
+
+    stored = json.loads(_plan().to_json()) | {"noise": None}  # what an older server wrote for "library default"
+    assert type(_plan()).from_json(json.dumps(stored)).noise == setting("noise").default

@@ -40,7 +40,7 @@ def test_the_shipped_model_is_small_self_describing_and_loads_offline(small_pipe
 def test_each_shipped_edit_moves_a_held_out_photo_towards_its_exact_target(small_pipe, photo, name):
     edit = edit_by_name(name)
     source = photo.astype(np.float32) / 255
-    out = np.asarray(small_pipe(photo[None], edit.instruction, num_anchors=0, seed=0).frames[0], dtype=np.float32)
+    out = np.asarray(small_pipe(photo[None], edit.instruction, anchors=0, seed=0).frames[0], dtype=np.float32)
     if edit.ambiguous:
         # Many right answers: the output must be some hue rotation of the source, closer to it than the source is.
         angle = hue_rotation_angle(source, out)

@@ -165,7 +165,7 @@ class Preview(_message.Message):
     def __init__(self, frame_index: _Optional[int] = ..., jpeg: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "request", "progress", "error_message", "error_code", "result_path", "sidecar_path", "result_size_bytes", "cache_hit", "created_unix", "started_unix", "finished_unix", "anchor_previews", "queue_position", "model", "rendered_range", "attempts", "frame_batch_size", "cancel_requested", "render_seconds")
+    __slots__ = ("job_id", "state", "request", "progress", "error_message", "error_code", "result_path", "sidecar_path", "result_size_bytes", "cache_hit", "created_unix", "started_unix", "finished_unix", "anchor_previews", "queue_position", "model", "rendered_range", "attempts", "frame_batch_size", "cancel_requested", "render_seconds", "resolved_parameters")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class Job(_message.Message):
     FRAME_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     RENDER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     request: SubmitEditRequest
@@ -208,7 +209,8 @@ class Job(_message.Message):
     frame_batch_size: int
     cancel_requested: bool
     render_seconds: float
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., request: _Optional[_Union[SubmitEditRequest, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[int] = ..., result_path: _Optional[str] = ..., sidecar_path: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., cache_hit: _Optional[bool] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., anchor_previews: _Optional[_Iterable[_Union[Preview, _Mapping]]] = ..., queue_position: _Optional[int] = ..., model: _Optional[str] = ..., rendered_range: _Optional[_Union[FrameRange, _Mapping]] = ..., attempts: _Optional[int] = ..., frame_batch_size: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., render_seconds: _Optional[float] = ...) -> None: ...
+    resolved_parameters: EditParameters
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., request: _Optional[_Union[SubmitEditRequest, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[int] = ..., result_path: _Optional[str] = ..., sidecar_path: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., cache_hit: _Optional[bool] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., anchor_previews: _Optional[_Iterable[_Union[Preview, _Mapping]]] = ..., queue_position: _Optional[int] = ..., model: _Optional[str] = ..., rendered_range: _Optional[_Union[FrameRange, _Mapping]] = ..., attempts: _Optional[int] = ..., frame_batch_size: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., render_seconds: _Optional[float] = ..., resolved_parameters: _Optional[_Union[EditParameters, _Mapping]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job",)
