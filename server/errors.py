@@ -65,6 +65,8 @@ class UnavailableError(ServerError):
     """No worker can take jobs right now."""
 
     code = "UNAVAILABLE"
+    # Sent when the last worker is gone and the server is about to stop (the plugin shows it as is).
+    NO_WORKER = "no worker can take jobs on this server ({reason}); it is stopping, submit again once it is restarted"
 
 
 class InternalError(ServerError):

@@ -22,7 +22,7 @@ from fairy_proto.v1.jobs import new_job_id
 from . import admission
 from .backend import WorkerBackend, WorkerStatus
 from .config import ServerConfig
-from .errors import AlreadyExistsError, NotFoundError, ResourceExhaustedError
+from .errors import AlreadyExistsError, NotFoundError, ResourceExhaustedError, UnavailableError
 from .jobs import RUNNING_STATES, EditRequest, JobRecord, JobState, LiveProgress, Preview
 from .messages import (
     JobBatchSize,
@@ -172,6 +172,8 @@ class JobManager:
     def submit(self, request: EditRequest, request_bytes: bytes, fingerprint: str) -> tuple[JobView, bool]:
         """Queue ``request`` (or serve it from the cache); (job, created)."""
         admission.check_job_id(request.job_id)
+        if self.fatal_error:
+            raise UnavailableError(UnavailableError.NO_WORKER.format(reason=self.fatal_error))
         existing = self.store.get(request.job_id)
         if existing is not None:
             return self._same_job(existing, fingerprint), False

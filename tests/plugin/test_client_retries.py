@@ -28,7 +28,7 @@ from fairy_plugin.client import FairyClient
 from fairy_plugin.errors import RequestRejectedError, ServerUnavailableError
 from real_server import Proxy, closed_port
 
-NO_WORKER = "no worker can take jobs right now"
+NO_WORKER = UnavailableError.NO_WORKER.format(reason="no worker process is left (exit code 1)")  # the server's words
 # How much later than connect_timeout "not running" may come: the probe after a deadline, and a slow CI.
 SLACK_SECONDS = 2.0
 

@@ -176,9 +176,9 @@ def test_watch_should_stop_returns_without_cancelling(client, live):
 
 
 def test_a_server_without_workers_says_so_rather_than_not_running(live):
-    # The real server has no way to be made to answer UNAVAILABLE on purpose: the stand-in answers with
-    # the server's own error, through the server's own translation.
-    refusal = UnavailableError(" ".join(UnavailableError.__doc__.split()))
+    # The real server says this only in the moment between losing its last worker and stopping: the
+    # stand-in answers with the server's own error and message, through the server's own translation.
+    refusal = UnavailableError(UnavailableError.NO_WORKER.format(reason="no worker process is left (exit code 1)"))
     with FaultyRelay(live.address) as relay, FairyClient(relay.address, connect_timeout=0.3) as c:
         relay.servicer.refuse_submits = refusal
         with pytest.raises(ServerUnavailableError) as info:

@@ -86,3 +86,17 @@ def test_per_frame_editing_with_zero_anchors_and_the_resolved_settings(server, m
         server.stub.SubmitEdit(edit_request(media_root / "clip.mp4", job_id="settings-bad", count=2, anchors=65))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "anchors must be 0 to 64, got 65" in refused.value.details()
+
+
+def test_a_server_whose_last_worker_is_gone_refuses_new_jobs_as_unavailable(server, media_root):
+    from fairy_server.errors import UnavailableError
+
+    server.manager.fatal_error = "no worker process is left (exit code 1)"
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            server.stub.SubmitEdit(edit_request(media_root / "clip.mp4", job_id="settings-no-worker", count=2))
+    finally:
+        server.manager.fatal_error = None
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.details() == UnavailableError.NO_WORKER.format(reason="no worker process is left (exit code 1)")
+    assert ("fairy-error", "UnavailableError") in tuple(refused.value.trailing_metadata())
