@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import shutil
 import threading
@@ -27,6 +28,7 @@ from .jobs import RUNNING_STATES, EditRequest, JobRecord, JobState, LiveProgress
 from .messages import (
     JobBatchSize,
     JobFinished,
+    JobOutcome,
     JobPhase,
     JobPreviews,
     JobProgress,
@@ -37,12 +39,15 @@ from .messages import (
     WorkerLoadFailed,
     WorkerReady,
 )
+from .splitting import SplitJob, parts_folder
 from .store import JobStore, NewJob
 from .uploads import UploadStore
 
 __all__ = ["JobManager", "JobView", "JobSubscription"]
 
 _log = logging.getLogger("fairy_server.jobs")
+# How far a job has got, so the phases its parts report only move it forward.
+_PHASE_ORDER = {JobState.QUEUED: 0, JobState.LOADING_MODEL: 1, JobState.ANCHORS: 2, JobState.FRAMES: 3, JobState.ENCODING: 4}
 _MAX_ATTEMPTS = 3  # a job whose worker dies this many times fails instead of killing workers forever
 
 
@@ -117,6 +122,10 @@ class JobManager:
         self.fatal_error: str | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Jobs split across workers (more than one worker): their parts, and which task is which part's.
+        self._splits: dict[str, SplitJob] = {}
+        self._part_of: dict[int, str] = {}  # task seq -> job id
+        self._task_seq = itertools.count(1 << 40)  # parts' task numbers, apart from the jobs' own
         self._requeue_interrupted("server restarted")
 
     def _requeue_interrupted(self, why: str) -> None:
@@ -127,6 +136,11 @@ class JobManager:
             shutil.rmtree(self.config.results_path / record.job_id, ignore_errors=True)
             _log.info("job %s %s -> %s (%s)", record.job_id, record.state.value, final.state.value, why)
         self._clear_staging()
+        # A queued job keeps the parts it finished (its anchors, its chunks); any other job's are of no use.
+        for folder in self.config.results_path.glob(".parts-*"):
+            record = self.store.get(folder.name.removeprefix(".parts-"))
+            if record is None or record.state != JobState.QUEUED:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _clear_staging(self, job_id: str = "*") -> None:
         """Remove what an interrupted render left (never visible as a result)."""
@@ -230,7 +244,12 @@ class JobManager:
             elif record.state.is_running and not record.cancel_requested:
                 if self.store.update(job_id, expect=RUNNING_STATES, cancel_requested=1) is not None:
                     _log.info("job %s cancel requested while %s", job_id, record.state.value)
-                    self.backend.cancel(job_id)
+                    self.backend.cancel(job_id)  # every worker running one of its parts
+                    split = self._splits.get(job_id)
+                    if split is not None:
+                        split.cancel()
+                        if not split.inflight:
+                            self._finish(job_id, JobOutcome(JobState.CANCELLED, record.batch_size))
         self._notify(job_id)
         return self.view(job_id)
 
@@ -287,23 +306,68 @@ class JobManager:
     # -- dispatch --------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        """Give free workers work. With one worker a job is one task; with more, a job is split into parts
+        (the anchor pass, chunks of frames, the assembly). Fair share: a free worker takes a part of the
+        running job that has the fewest workers on it (the oldest first), unless every running job with a
+        part to give already has a worker and a job is waiting: then that job starts. So a short clip
+        submitted after a long one starts as soon as a worker frees up, instead of after the whole clip."""
         with self._dispatch_lock:
-            while not self._stopping.is_set():
-                record = self.store.next_queued()
-                if record is None or not self._has_free_worker():
+            while not self._stopping.is_set() and self._has_free_worker():
+                candidates = [s for s in self._splits.values() if s.pending]
+                split = min(candidates, key=lambda s: (len(s.inflight), s.seq), default=None)
+                queued = self.store.next_queued()
+                if split is not None and (queued is None or not split.inflight):
+                    if not self._start_part(split):
+                        return
+                elif queued is not None:
+                    if not self._start_job(queued):
+                        return
+                else:
                     return
-                started = self.store.mark_started(record.job_id, self.config.defaults.batch_size)
-                if started is None:
-                    continue
-                task = JobTask(started.seq, started.job_id, started.plan, started.batch_size, str(self.config.results_path),
-                               server=self.address)
-                if not self.backend.start(task):
-                    self.store.update(record.job_id, state=JobState.QUEUED, started=None, attempts=started.attempts - 1)
-                    return
-                self._live[record.job_id] = LiveProgress(eta_seconds=-1.0)
-                self.store.clear_previews(record.job_id)
-                _log.info("job %s QUEUED -> LOADING_MODEL (attempt %d)", record.job_id, started.attempts)
-                self._notify(record.job_id)
+
+    def _split_jobs(self) -> bool:
+        return sum(1 for w in self.backend.workers() if w.alive) > 1
+
+    def _start_job(self, record: JobRecord) -> bool:
+        started = self.store.mark_started(record.job_id, self.config.defaults.batch_size)
+        if started is None:
+            return True  # taken meanwhile: look again
+        work_dir = parts_folder(self.config.results_path, record.job_id)
+        split = SplitJob(record.job_id, started.seq, started.plan, work_dir) if self._split_jobs() else None
+        if split is None:
+            shutil.rmtree(work_dir, ignore_errors=True)  # split before a restart, whole now
+            task = JobTask(started.seq, started.job_id, started.plan, started.batch_size,
+                           str(self.config.results_path), server=self.address)
+            if not self.backend.start(task):
+                self.store.update(record.job_id, state=JobState.QUEUED, started=None, attempts=started.attempts - 1)
+                return False
+        else:
+            self._splits[record.job_id] = split
+            if not self._start_part(split):
+                del self._splits[record.job_id]
+                self.store.update(record.job_id, state=JobState.QUEUED, started=None, attempts=started.attempts - 1)
+                return False
+        self._live[record.job_id] = LiveProgress(eta_seconds=-1.0)
+        if split is None or not split.resumed:
+            self.store.clear_previews(record.job_id)
+        _log.info("job %s QUEUED -> LOADING_MODEL (attempt %d%s)", record.job_id, started.attempts,
+                  f", split: {len(split.pending) + len(split.inflight)} parts to go" if split else "")
+        self._notify(record.job_id)
+        return True
+
+    def _start_part(self, split: SplitJob) -> bool:
+        part = split.next_part()
+        record = self.store.get(split.job_id)
+        seq = next(self._task_seq)
+        task = JobTask(seq, split.job_id, split.plan, record.batch_size or self.config.defaults.batch_size,
+                       str(self.config.results_path), server=self.address, part=part.kind, chunk=part.chunk,
+                       work_dir=str(split.work_dir))
+        if not self.backend.start(task):
+            split.not_started(part)
+            return False
+        split.started(seq, part)
+        self._part_of[seq] = split.job_id
+        return True
 
     def _has_free_worker(self) -> bool:
         return any(w.ready and w.running_job_id is None for w in self.backend.workers())
@@ -322,7 +386,9 @@ class JobManager:
             self._on_progress(event)
         elif isinstance(event, JobPhase):
             record = self.store.get(event.job_id)
-            if record is not None and record.state != event.state:
+            if event.job_id in self._splits and record is not None and _PHASE_ORDER.get(event.state, 0) <= _PHASE_ORDER.get(record.state, 0):
+                pass  # parts report their own phases; the job's only moves forward
+            elif record is not None and record.state != event.state:
                 if self.store.update(event.job_id, expect=RUNNING_STATES, state=event.state) is not None:
                     _log.info("job %s %s -> %s", event.job_id, record.state.value, event.state.value)
             self._notify(event.job_id)
@@ -331,11 +397,15 @@ class JobManager:
             self._notify(event.job_id)
         elif isinstance(event, JobBatchSize):
             self.store.update(event.job_id, expect=RUNNING_STATES, batch_size=event.batch_size)
-            self._live[event.job_id] = LiveProgress()  # the render starts over
+            if event.job_id not in self._splits:
+                self._live[event.job_id] = LiveProgress()  # the render starts over (a part only goes on smaller)
             _log.info("job %s out of memory: frame batch now %d", event.job_id, event.batch_size)
             self._notify(event.job_id)
         elif isinstance(event, JobFinished):
-            self._on_finished(event)
+            if event.seq in self._part_of:
+                self._on_part_finished(event)
+            else:
+                self._on_finished(event)
             self._dispatch()
         elif isinstance(event, WorkerHello):
             _log.info("worker %d on %s (%s)", event.worker_id, event.device.name, event.device.description)
@@ -362,6 +432,11 @@ class JobManager:
         record = self.store.get(event.job_id)
         if record is None or not record.state.is_running:
             return
+        split = self._splits.get(event.job_id)
+        if split is not None:  # the sum over every worker on the job
+            split.progress(event.seq, event.step, event.total_steps, event.frames_done)
+            event = dataclasses.replace(event, frames_done=split.frames(), total_frames=split.plan.render_count,
+                                        fraction=split.fraction())
         # Never backwards within an attempt, whatever the phase weights say.
         fraction = max(event.fraction, self._live.get(event.job_id, LiveProgress()).fraction)
         eta = -1.0
@@ -372,6 +447,33 @@ class JobManager:
             event.step, event.total_steps, event.frames_done, event.total_frames, fraction, round(eta, 2)
         )
         self._notify(event.job_id)
+
+    def _on_part_finished(self, event: JobFinished) -> None:
+        job_id = self._part_of.pop(event.seq)
+        split = self._splits.get(job_id)
+        record = self.store.get(job_id)
+        if split is None or record is None or not record.state.is_running:
+            return  # the job ended meanwhile (another part failed, or it was cancelled)
+        outcome = event.outcome
+        if outcome.state == JobState.DONE:
+            if split.part_done(event.seq):
+                self._finish(job_id, outcome)
+        elif outcome.state == JobState.CANCELLED and not record.cancel_requested:
+            split.part_lost(event.seq)  # stopped for another reason (the server is stopping): redo it
+        elif outcome.state == JobState.CANCELLED:
+            split.inflight.pop(event.seq, None)
+            if not split.inflight:
+                self._finish(job_id, outcome)
+        else:  # FAILED: the job fails with the part's reason; its other parts stop
+            self.backend.cancel(job_id)
+            self._finish(job_id, outcome)
+
+    def _finish(self, job_id: str, outcome: JobOutcome) -> None:
+        """A split job's end: the same bookkeeping as a whole job's, then its parts go."""
+        seq = next((s for s, j in self._part_of.items() if j == job_id), -1)
+        self._on_finished(JobFinished(-1, seq, job_id, outcome))
+        self._splits.pop(job_id, None)
+        shutil.rmtree(parts_folder(self.config.results_path, job_id), ignore_errors=True)
 
     def _on_finished(self, event: JobFinished) -> None:
         outcome = event.outcome
@@ -401,6 +503,9 @@ class JobManager:
         _log.error("worker %d died (exit code %s)", event.worker_id, event.exitcode)
         if event.job_id is None:
             return
+        if event.seq in self._part_of:
+            self._on_part_lost(event)
+            return
         record = self.store.get(event.job_id)
         if record is None or not record.state.is_running:
             return
@@ -420,6 +525,24 @@ class JobManager:
         self._clear_staging(record.job_id)
         self._live.pop(record.job_id, None)
         self._notify(record.job_id)
+
+    def _on_part_lost(self, event: WorkerDied) -> None:
+        """The worker running a part died: another worker redoes that part (finished parts stay done)."""
+        job_id = self._part_of.pop(event.seq)
+        split = self._splits.get(job_id)
+        record = self.store.get(job_id)
+        if split is None or record is None or not record.state.is_running:
+            return
+        part = split.part_lost(event.seq)
+        _log.info("job %s: the worker running its %s part died; the part waits for another", job_id, part.kind)
+        if record.cancel_requested:
+            split.cancel()
+            if not split.inflight:
+                self._finish(job_id, JobOutcome(JobState.CANCELLED, record.batch_size))
+        elif part.deaths >= _MAX_ATTEMPTS:
+            self.backend.cancel(job_id)
+            self._finish(job_id, JobOutcome(JobState.FAILED, record.batch_size, error_code="INTERNAL",
+                                            error_message=f"a worker process died {part.deaths} times running part of this job"))
 
     def _update_serving(self) -> None:
         serving = any(w.ready for w in self.backend.workers())

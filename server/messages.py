@@ -36,6 +36,11 @@ class JobTask:
     batch_size: int
     results_dir: str
     server: str = ""  # the address clients reach this server at (recorded in the result's sidecar)
+    # "whole": the job on one worker; or one part of a job split across workers (server/splitting.py):
+    # "anchors", "chunk" (offsets ``chunk`` of the rendered range) or "assemble", meeting in ``work_dir``.
+    part: str = "whole"
+    chunk: tuple[int, int] | None = None
+    work_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ tests call it directly. The result appears all at once: the job renders into
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import pathlib
@@ -23,7 +24,7 @@ from .jobs import EditPlan, JobState, Preview
 from .messages import JobOutcome, JobTask
 from .sidecar import write_sidecar
 
-__all__ = ["JobReporter", "PipelineCache", "run_job", "result_paths", "phase_fraction", "encode_preview"]
+__all__ = ["JobReporter", "PipelineCache", "run_job", "run_task", "result_paths", "phase_fraction", "encode_preview"]
 
 _log = logging.getLogger("fairy_server.work")
 
@@ -235,3 +236,95 @@ def run_job(
         return failed("INTERNAL", f"internal error in the worker: {exc.__class__.__name__}: {exc}"[:500])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_task(task: JobTask, pipelines: PipelineCache, reporter: JobReporter, *,
+             should_cancel: Callable[[], bool] = lambda: False, caches: dict | None = None,
+             edit_fn: Callable | None = None) -> JobOutcome:
+    """Run a whole job (``run_job``) or one part of a split one; never raises for the job's own failure.
+    ``caches``: the worker's anchor caches by job id (a chunk worker loads a job's cache once)."""
+    if task.part == "whole":
+        return run_job(task, pipelines, reporter, should_cancel=should_cancel, edit_fn=edit_fn)
+    from fairy import chunked, errors
+    from fairy.editing import EditProgress, EditSettings
+
+    plan, batch = task.plan, max(1, task.batch_size)
+    work = pathlib.Path(task.work_dir)
+    caches = caches if caches is not None else {}
+
+    def failed(code: str, message: str) -> JobOutcome:
+        return JobOutcome(JobState.FAILED, batch, error_message=message, error_code=code)
+
+    def on_progress(p: EditProgress) -> None:
+        reporter.progress(p.step, p.total_steps, p.frames_done, p.total_frames, 0.0)  # the manager sums the parts
+        if p.anchor_previews:
+            reporter.previews(
+                tuple(encode_preview(plan.render_start + i, img) for i, img in sorted(p.anchor_previews.items())))
+
+    if should_cancel():
+        return JobOutcome(JobState.CANCELLED, batch)
+    began = time.perf_counter()
+    try:
+        settings = EditSettings(plan.instruction, seed=plan.seed, batch_size=batch, **plan.parameters())
+        if task.part == "anchors":
+            reporter.phase(JobState.ANCHORS)
+            chunked.run_anchor_pass(pipelines.get(plan.model), plan.source, settings, work, start=plan.render_start,
+                                    frames=plan.render_count, on_progress=on_progress, should_cancel=should_cancel)
+        elif task.part == "chunk":
+            pipe = pipelines.get(plan.model)
+            reporter.phase(JobState.FRAMES)
+            edit = chunked.load_split(work)
+            if task.job_id not in caches:
+                caches.clear()  # one job's cache at a time: they are large
+                caches[task.job_id] = chunked.load_cache(work, device=getattr(pipe, "device", "cpu"))
+            while True:
+                try:
+                    chunked.run_chunk(pipe, edit, work, task.chunk, cache=caches[task.job_id],
+                                      on_progress=on_progress, should_cancel=should_cancel)
+                    break
+                except Exception as exc:
+                    if not _is_out_of_memory(exc) or batch == 1:
+                        raise
+                    _free_memory()
+                    batch = max(1, batch // 2)  # smaller batches inside this chunk: same frames within the bound
+                    edit = dataclasses.replace(edit, settings=dataclasses.replace(edit.settings, batch_size=batch))
+                    reporter.batch_size(batch)
+        elif task.part == "assemble":
+            reporter.phase(JobState.ENCODING)
+            return _assemble(task, chunked.load_split(work), work, batch, began)
+        else:
+            return failed("INTERNAL", f"unknown part {task.part!r}")
+        return JobOutcome(JobState.DONE, batch, render_seconds=time.perf_counter() - began)
+    except errors.EditCancelled:
+        return JobOutcome(JobState.CANCELLED, batch)
+    except (errors.InvalidInputError, errors.MediaError) as exc:
+        return failed("INVALID_ARGUMENT", str(exc))
+    except errors.ModelLoadError as exc:
+        return failed("FAILED_PRECONDITION", str(exc))
+    except Exception as exc:  # a bug: keep the worker alive, say what failed
+        if _is_out_of_memory(exc):
+            return failed("RESOURCE_EXHAUSTED", "out of GPU memory even one frame at a time; try a smaller long side")
+        _log.exception("job %s: %s part failed", task.job_id, task.part)
+        return failed("INTERNAL", f"internal error in the worker: {exc.__class__.__name__}: {exc}"[:500])
+
+
+def _assemble(task: JobTask, edit, work: pathlib.Path, batch: int, began: float) -> JobOutcome:
+    """The last part: the output and its sidecar, published like a whole job's."""
+    from fairy import chunked
+
+    plan = task.plan
+    results_dir = pathlib.Path(task.results_dir)
+    video, sidecar = result_paths(results_dir, task.job_id, plan)
+    staging = results_dir / f".staging-{task.job_id}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        chunked.assemble(edit, work, staging / video.name, overwrite=True)
+        write_sidecar(staging / sidecar.name, plan, task.job_id, video, server=task.server)
+        if video.parent.exists():
+            shutil.rmtree(video.parent)
+        staging.rename(video.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return JobOutcome(JobState.DONE, batch, result_path=str(video), sidecar_path=str(sidecar),
+                      result_size=video.stat().st_size, render_seconds=time.perf_counter() - began)

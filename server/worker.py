@@ -29,7 +29,7 @@ from .messages import (
     WorkerLoadFailed,
     WorkerReady,
 )
-from .work import PipelineCache, run_job
+from .work import PipelineCache, run_task
 
 __all__ = ["WorkerSettings", "worker_main"]
 
@@ -136,12 +136,13 @@ def worker_main(settings: WorkerSettings, tasks, events, cancel_seq) -> None:
     events.put(WorkerReady(settings.worker_id, settings.model, _device_info(device)))
 
     edit_fn = edit_video
+    caches: dict = {}  # the anchor cache of the split job this worker last ran a chunk of
     while True:
         task = tasks.get()
         if task is None:
             return
-        outcome = run_job(
+        outcome = run_task(
             task, pipelines, _QueueReporter(events, settings.worker_id, task),
-            should_cancel=lambda: cancel_seq.value == task.seq, edit_fn=edit_fn,
+            should_cancel=lambda: cancel_seq.value == task.seq, caches=caches, edit_fn=edit_fn,
         )
         events.put(JobFinished(settings.worker_id, task.seq, task.job_id, outcome, _device_info(device)))

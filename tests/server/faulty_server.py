@@ -91,17 +91,17 @@ def _faulty_worker(settings, tasks, events, cancel_seq, *, inject_oom: int, hold
 
         fairy.editing.edit_video = failing_edit
     if hold_frames or oom_instructions:
-        real_run_job = worker.run_job
+        real_run_task = worker.run_task
 
-        def run_job(task, pipelines, reporter, *, edit_fn=None, **kwargs):
+        def run_task(task, pipelines, reporter, *, edit_fn=None, **kwargs):
             edit_fn = edit_fn or fairy.editing.edit_video
             if oom_instructions and oom_instructions in task.plan.instruction:
                 edit_fn = _out_of_memory
             elif hold_frames and hold_frames[0] in task.plan.instruction:
                 edit_fn = _held(edit_fn, pathlib.Path(hold_frames[1]) / task.job_id)
-            return real_run_job(task, pipelines, reporter, edit_fn=edit_fn, **kwargs)
+            return real_run_task(task, pipelines, reporter, edit_fn=edit_fn, **kwargs)
 
-        worker.run_job = run_job
+        worker.run_task = run_task
     worker.worker_main(settings, tasks, events, cancel_seq)
 
 

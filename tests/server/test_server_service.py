@@ -304,7 +304,7 @@ def test_worker_crash_requeues_the_job_and_a_new_worker_finishes_it(server, medi
     import os
     import signal
 
-    from conftest import wait_serving
+    from server_testing import wait_serving
 
     stub = server.stub
     stub.SubmitEdit(edit_request(media_root / "clip.mp4", job_id="crash-1", count=8, steps=6, seed=21))
