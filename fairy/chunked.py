@@ -67,12 +67,6 @@ class SplitEdit:
         return cls(**fields)
 
 
-def _settings_check(settings: EditSettings) -> None:
-    if not settings.instruction or not settings.instruction.strip():
-        raise InvalidInputError("the instruction is empty: say what the edit should do")
-    settings.check()
-
-
 def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: int = 0, frames: int | None = None,
                     on_progress: Callable[[EditProgress], None] | None = None,
                     should_cancel: Callable[[], bool] | None = None) -> tuple[SplitEdit, dict[int, np.ndarray]]:

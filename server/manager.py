@@ -470,8 +470,7 @@ class JobManager:
 
     def _finish(self, job_id: str, outcome: JobOutcome) -> None:
         """A split job's end: the same bookkeeping as a whole job's, then its parts go."""
-        seq = next((s for s, j in self._part_of.items() if j == job_id), -1)
-        self._on_finished(JobFinished(-1, seq, job_id, outcome))
+        self._on_finished(JobFinished(-1, -1, job_id, outcome))
         self._splits.pop(job_id, None)
         shutil.rmtree(parts_folder(self.config.results_path, job_id), ignore_errors=True)
 

@@ -32,10 +32,6 @@ class Part:
     chunk: tuple[int, int] | None = None
     deaths: int = 0  # workers that died running it
 
-    @property
-    def frames(self) -> int:
-        return self.chunk[1] - self.chunk[0] if self.chunk else 0
-
 
 class SplitJob:
     """The parts of one running job: those waiting for a worker, those on one, and how far it got."""
@@ -77,7 +73,7 @@ class SplitJob:
             self._after_anchors()
         elif part.kind == "chunk":
             self.chunks_left -= 1
-            self.frames_done += part.frames - sum(1 for a in self._edit.anchors if part.chunk[0] <= a < part.chunk[1])
+            self.frames_done += self._edited_frames(part.chunk)
             self._maybe_assemble()
         elif part.kind == "assemble":
             return True
@@ -126,11 +122,15 @@ class SplitJob:
         self.frames_done = len(self._edit.anchors)
         for chunk in chunks:
             if chunk in finished:
-                self.frames_done += (chunk[1] - chunk[0]) - sum(1 for a in self._edit.anchors if chunk[0] <= a < chunk[1])
+                self.frames_done += self._edited_frames(chunk)
             else:
                 self.pending.append(Part("chunk", chunk))
         self.chunks_left = len(chunks) - len(finished)
         self._maybe_assemble()
+
+    def _edited_frames(self, chunk: tuple[int, int]) -> int:
+        """The frames a chunk edits: its offsets less the anchors among them (edited by the anchor pass)."""
+        return (chunk[1] - chunk[0]) - sum(1 for a in self._edit.anchors if chunk[0] <= a < chunk[1])
 
     def _maybe_assemble(self) -> None:
         if self.chunks_left == 0 and not self.assembling:

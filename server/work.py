@@ -138,7 +138,6 @@ def run_job(
     edit_fn: Callable | None = None,
 ) -> JobOutcome:
     """Render ``task``; never raises for a job's own failure (the outcome says FAILED)."""
-    from fairy import errors
     from fairy.editing import EditProgress, EditSettings
 
     if edit_fn is None:
@@ -225,15 +224,8 @@ def run_job(
             JobState.DONE, batch, result_path=str(video), sidecar_path=str(sidecar), result_size=video.stat().st_size,
             render_seconds=render_seconds,
         )
-    except errors.EditCancelled:
-        return JobOutcome(JobState.CANCELLED, batch)
-    except (errors.InvalidInputError, errors.MediaError) as exc:
-        return failed("INVALID_ARGUMENT", str(exc))
-    except errors.ModelLoadError as exc:
-        return failed("FAILED_PRECONDITION", str(exc))
-    except Exception as exc:  # a bug: keep the worker alive, say what failed
-        _log.exception("job %s failed", task.job_id)
-        return failed("INTERNAL", f"internal error in the worker: {exc.__class__.__name__}: {exc}"[:500])
+    except Exception as exc:  # the job's own failure, or a bug: the worker lives on either way
+        return _outcome_of_error(exc, task, batch)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -245,7 +237,7 @@ def run_task(task: JobTask, pipelines: PipelineCache, reporter: JobReporter, *,
     ``caches``: the worker's anchor caches by job id (a chunk worker loads a job's cache once)."""
     if task.part == "whole":
         return run_job(task, pipelines, reporter, should_cancel=should_cancel, edit_fn=edit_fn)
-    from fairy import chunked, errors
+    from fairy import chunked
     from fairy.editing import EditProgress, EditSettings
 
     plan, batch = task.plan, max(1, task.batch_size)
@@ -295,17 +287,26 @@ def run_task(task: JobTask, pipelines: PipelineCache, reporter: JobReporter, *,
         else:
             return failed("INTERNAL", f"unknown part {task.part!r}")
         return JobOutcome(JobState.DONE, batch, render_seconds=time.perf_counter() - began)
-    except errors.EditCancelled:
-        return JobOutcome(JobState.CANCELLED, batch)
-    except (errors.InvalidInputError, errors.MediaError) as exc:
-        return failed("INVALID_ARGUMENT", str(exc))
-    except errors.ModelLoadError as exc:
-        return failed("FAILED_PRECONDITION", str(exc))
-    except Exception as exc:  # a bug: keep the worker alive, say what failed
+    except Exception as exc:
         if _is_out_of_memory(exc):
             return failed("RESOURCE_EXHAUSTED", "out of GPU memory even one frame at a time; try a smaller long side")
-        _log.exception("job %s: %s part failed", task.job_id, task.part)
-        return failed("INTERNAL", f"internal error in the worker: {exc.__class__.__name__}: {exc}"[:500])
+        return _outcome_of_error(exc, task, batch)
+
+
+def _outcome_of_error(exc: Exception, task: JobTask, batch: int) -> JobOutcome:
+    """What a job (or part) that raised ends as: cancelled, refused input, a model that cannot load, or a bug."""
+    from fairy import errors
+
+    if isinstance(exc, errors.EditCancelled):
+        return JobOutcome(JobState.CANCELLED, batch)
+    if isinstance(exc, (errors.InvalidInputError, errors.MediaError)):
+        code, message = "INVALID_ARGUMENT", str(exc)
+    elif isinstance(exc, errors.ModelLoadError):
+        code, message = "FAILED_PRECONDITION", str(exc)
+    else:
+        _log.exception("job %s: %s failed", task.job_id, task.part if task.part != "whole" else "render")
+        code, message = "INTERNAL", f"internal error in the worker: {exc.__class__.__name__}: {exc}"[:500]
+    return JobOutcome(JobState.FAILED, batch, error_message=message, error_code=code)
 
 
 def _assemble(task: JobTask, edit, work: pathlib.Path, batch: int, began: float) -> JobOutcome:
