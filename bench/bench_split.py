@@ -49,7 +49,7 @@ def main() -> None:
         single = time.perf_counter() - began
 
         began = time.perf_counter()
-        edit, _ = chunked.run_anchor_pass(pipe, clip, settings, tmp / "work")
+        edit = chunked.run_anchor_pass(pipe, clip, settings, tmp / "work").edit
         anchor_pass = time.perf_counter() - began
         began = time.perf_counter()
         cache = chunked.load_cache(tmp / "work")

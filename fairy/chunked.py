@@ -31,8 +31,8 @@ from .editing import EditProgress, EditResult, EditSettings, check_edit_inputs
 from .errors import InvalidInputError
 from .model_info import FALLBACK_LONG_SIDE
 
-__all__ = ["SplitEdit", "run_anchor_pass", "load_split", "chunk_ranges", "run_chunk", "finished_chunks",
-           "assemble", "chunk_path"]
+__all__ = ["SplitEdit", "AnchorPass", "run_anchor_pass", "load_split", "load_cache", "recompute_cache",
+           "chunk_ranges", "run_chunk", "finished_chunks", "assemble", "chunk_path"]
 
 EDIT_FILE, ANCHORS_FILE, CACHE_FILE = "edit.json", "anchors.npz", "cache.safetensors"
 
@@ -52,6 +52,10 @@ class SplitEdit:
     model_height: int
     anchors: tuple[int, ...]  # anchor offsets in the edit (0 .. frames - 1)
     has_audio: bool
+    # What the anchor pass cost and left behind, for a worker choosing between loading the cache and
+    # recomputing it (the defaults read edit.json files written before these were recorded).
+    anchor_seconds: float = 0.0
+    cache_bytes: int = 0
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
@@ -67,11 +71,21 @@ class SplitEdit:
         return cls(**fields)
 
 
+@dataclasses.dataclass(frozen=True)
+class AnchorPass:
+    """What the anchor pass made: the edit, its edited anchors (offset -> frame) and the cache in memory
+    (None without anchors), so the worker that ran it need not load the cache back."""
+
+    edit: SplitEdit
+    previews: dict[int, np.ndarray]
+    cache: object | None
+
+
 def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: int = 0, frames: int | None = None,
                     on_progress: Callable[[EditProgress], None] | None = None,
-                    should_cancel: Callable[[], bool] | None = None) -> tuple[SplitEdit, dict[int, np.ndarray]]:
+                    should_cancel: Callable[[], bool] | None = None) -> AnchorPass:
     """The first part: check the inputs, edit the anchors together, and write edit.json, anchors.npz and
-    the anchor cache into ``work_dir``. Returns the edit and the anchor previews (offset -> frame)."""
+    the anchor cache into ``work_dir``."""
     from . import video
     from .pipeline import FairyParams, anchor_indices_for
 
@@ -86,25 +100,21 @@ def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: in
                          settings.noise)
     report = on_progress or (lambda progress: None)
     anchors = anchor_indices_for(frames, settings.anchors)
-    edit = SplitEdit(source=str(source), start=start, frames=frames, settings=settings, fps=info.fps,
-                     width=info.width, height=info.height, model_width=width, model_height=height,
-                     anchors=anchors, has_audio=info.has_audio)
+    began = time.perf_counter()
     edited = np.zeros((0, height, width, 3), np.uint8)
     cache = None
     if anchors:
         report(EditProgress("decoding", 0, settings.steps, 0, frames))
-        prompt_embeds = pipe.encode_instruction(settings.instruction, params)
-        sources = video.read_frames(source, [start + a for a in anchors])
-        batch = video.resize_frames(np.stack([sources[start + a] for a in anchors]), (width, height))
 
         def relay(progress) -> None:
             report(EditProgress(progress.phase, progress.step, progress.total_steps, progress.frames_done, frames))
 
-        edited, cache = pipe.edit_anchors(
-            batch, [start + a for a in anchors], prompt_embeds, params, total_frames=frames,
-            callback=relay, should_cancel=should_cancel, output_type="uint8",
-        )  # fmt: skip
-        edited = np.asarray(edited)
+        edited, cache = _edit_anchors(pipe, source, start, anchors, (width, height), settings, params, frames,
+                                      relay, should_cancel)
+    edit = SplitEdit(source=str(source), start=start, frames=frames, settings=settings, fps=info.fps,
+                     width=info.width, height=info.height, model_width=width, model_height=height,
+                     anchors=anchors, has_audio=info.has_audio, anchor_seconds=round(time.perf_counter() - began, 4),
+                     cache_bytes=cache.nbytes if cache is not None else 0)
     if cache is not None:
         with atomic_path(work_dir / CACHE_FILE, overwrite=True) as temp:
             cache.save(temp)
@@ -115,7 +125,20 @@ def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: in
         out.write(edit.to_json())
     previews = dict(zip(anchors, edited))
     report(EditProgress("anchors", settings.steps, settings.steps, len(anchors), frames, previews))
-    return edit, previews
+    return AnchorPass(edit, previews, cache)
+
+
+def _edit_anchors(pipe, source, start, anchors, size, settings, params, frames, callback, should_cancel):
+    from . import video
+
+    prompt_embeds = pipe.encode_instruction(settings.instruction, params)
+    sources = video.read_frames(source, [start + a for a in anchors])
+    batch = video.resize_frames(np.stack([sources[start + a] for a in anchors]), size)
+    edited, cache = pipe.edit_anchors(
+        batch, [start + a for a in anchors], prompt_embeds, params, total_frames=frames,
+        callback=callback, should_cancel=should_cancel, output_type="uint8",
+    )  # fmt: skip
+    return np.asarray(edited), cache
 
 
 def load_split(work_dir) -> SplitEdit | None:
@@ -130,6 +153,22 @@ def load_cache(work_dir, device="cpu"):
 
     path = pathlib.Path(work_dir) / CACHE_FILE
     return AnchorCache.load(path, device=device) if path.is_file() else None
+
+
+def recompute_cache(pipe, edit: SplitEdit, *, should_cancel: Callable[[], bool] | None = None):
+    """The anchor cache made again from the source on this worker: the anchor pass's own computation (same
+    frames, seed and batch), for when that is quicker than shipping the saved cache here. None without
+    anchors."""
+    from .pipeline import FairyParams
+
+    if not edit.anchors:
+        return None
+    settings = edit.settings
+    params = FairyParams(settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed,
+                         settings.noise)
+    _, cache = _edit_anchors(pipe, edit.source, edit.start, edit.anchors, (edit.model_width, edit.model_height),
+                             settings, params, edit.frames, None, should_cancel)
+    return cache
 
 
 def chunk_ranges(edit: SplitEdit, batches_per_chunk: int = 1) -> list[tuple[int, int]]:

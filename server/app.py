@@ -82,6 +82,20 @@ def check_security(config: ServerConfig) -> None:
         )
 
 
+def _make_backend(config: ServerConfig) -> WorkerBackend:
+    log_level = logging.getLogger().getEffectiveLevel() or logging.INFO
+    if config.backend == "ray":
+        from .ray_backend import RayBackend  # Ray is optional: imported only when asked for
+
+        return RayBackend(config.model, config.ray_address, config.devices,
+                          pipelines_per_worker=config.pipelines_per_worker, log_level=log_level,
+                          worker_cpus=config.ray_worker_cpus, network_bytes_per_second=config.ray_network_gbps * 1.25e8)
+    if config.backend != "local":
+        raise ValueError(f"unknown backend {config.backend!r}: use local or ray")
+    return LocalProcessBackend(config.model, config.devices, pipelines_per_worker=config.pipelines_per_worker,
+                               log_level=log_level)
+
+
 class FairyServer:
     def __init__(self, config: ServerConfig, backend: WorkerBackend | None = None):
         check_security(config)
@@ -94,12 +108,13 @@ class FairyServer:
         if not _lock_exclusive(self._lock_file):
             self._lock_file.close()
             raise RuntimeError(f"another fairy-server is using {config.data_dir}")
+        try:  # before the job store: a backend that cannot start (no Ray, no cluster) leaves no database
+            self.backend = backend or _make_backend(config)
+        except BaseException:
+            self._lock_file.close()
+            raise
         self.store = JobStore(config.database_path)
         self.uploads = UploadStore(config.uploads_path, config.limits.max_upload_bytes)
-        self.backend = backend or LocalProcessBackend(
-            config.model, config.devices, pipelines_per_worker=config.pipelines_per_worker,
-            log_level=logging.getLogger().getEffectiveLevel() or logging.INFO,
-        )
         self.manager = JobManager(config, self.store, self.backend, self.uploads)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port: int | None = None

@@ -4,6 +4,7 @@
     fairy-server --model builtin:tiny --media-root ~/Videos
     fairy-server --steps 20 --anchors 5          # defaults for requests that leave them unset
     fairy-server --address 0.0.0.0:50151 --token-file token.txt --tls-cert cert.pem --tls-key key.pem
+    fairy-server --backend ray --ray-address auto  # one worker per GPU of a Ray cluster
 """
 
 from __future__ import annotations
@@ -43,7 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=pathlib.Path, default=None, help="where results go (default DATA_DIR/results)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="the model loaded at start and used when a request names none (default %(default)s)")
     p.add_argument("--allow-model", action="append", default=[], metavar="MODEL", help="another model requests may name (repeatable)")
-    p.add_argument("--devices", default="auto", help='"auto" (one worker per CUDA device, else the CPU), "cpu", or "cuda:0,cuda:1"')
+    p.add_argument("--devices", default="auto",
+                   help='"auto" (one worker per CUDA device, else the CPU), "cpu", "cuda:0,cuda:1", or "cpu,cpu" '
+                        '(two CPU workers); with --backend ray, "auto" is one worker per GPU of the cluster')
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="workers as processes on this machine (default) or as actors of a Ray cluster")
+    p.add_argument("--ray-address", default="auto", metavar="ADDRESS",
+                   help='the Ray cluster (HOST:PORT of its head; "auto": the one on this machine; '
+                        '"local": start a private one); default %(default)s')
+    p.add_argument("--ray-worker-cpus", type=int, default=1, metavar="N",
+                   help="cores each CPU worker asks Ray for (default %(default)s)")
+    p.add_argument("--ray-network-gbps", type=float, default=10.0, metavar="GBPS",
+                   help="bandwidth between nodes, for choosing to ship an anchor cache or recompute it "
+                        "(default %(default)s)")
     p.add_argument("--media-root", action="append", default=[], type=pathlib.Path, metavar="FOLDER",
                    help="a folder whose media requests may name by path (repeatable; none: uploads only)")
     p.add_argument("--token-file", type=pathlib.Path, help=f"file holding the bearer token clients must send (or set {_TOKEN_ENV})")
@@ -84,9 +97,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             )
     elif os.environ.get(_TOKEN_ENV):
         token = os.environ[_TOKEN_ENV].strip()
-    for flag in ("max_frames", "max_pixels", "max_instruction_length", "max_upload_bytes", "max_message_bytes", "max_queued_jobs", "rpc_threads"):
+    for flag in ("max_frames", "max_pixels", "max_instruction_length", "max_upload_bytes", "max_message_bytes", "max_queued_jobs", "rpc_threads",
+                 "ray_worker_cpus"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.ray_network_gbps <= 0:
+        raise ValueError("--ray-network-gbps must be more than 0")
     limits = Limits(
         max_frames=args.max_frames,
         max_pixels=args.max_pixels,
@@ -101,6 +117,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model=args.model,
         allowed_models=tuple(args.allow_model),
         devices=args.devices,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        ray_worker_cpus=args.ray_worker_cpus,
+        ray_network_gbps=args.ray_network_gbps,
         media_roots=resolve_media_roots(args.media_root),
         results_dir=args.results_dir.expanduser().resolve() if args.results_dir else None,
         token=token,

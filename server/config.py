@@ -50,8 +50,14 @@ class ServerConfig:
     model: str = DEFAULT_MODEL
     # Other models a request may name; the default model is always allowed.
     allowed_models: tuple[str, ...] = ()
-    # "auto" (every CUDA device, else the CPU), "cpu", or explicit "cuda:0,cuda:1".
+    # "auto" (every CUDA device, else the CPU), "cpu", or explicit "cuda:0,cuda:1" ("cpu,cpu": two CPU workers).
     devices: str = "auto"
+    # Where the workers run: "local" (processes on this machine) or "ray" (actors of a Ray cluster at
+    # ray_address: "auto" finds the one started on this machine, "local" starts a private one).
+    backend: str = "local"
+    ray_address: str = "auto"
+    ray_worker_cpus: int = 1  # cores of each CPU actor
+    ray_network_gbps: float = 10.0  # between nodes, for choosing to ship or recompute an anchor cache
     media_roots: tuple[pathlib.Path, ...] = ()
     # Results go to <data_dir>/results unless configured.
     results_dir: pathlib.Path | None = None

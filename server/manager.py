@@ -404,6 +404,8 @@ class JobManager:
         elif isinstance(event, JobFinished):
             if event.seq in self._part_of:
                 self._on_part_finished(event)
+            elif event.job_id in self._splits:
+                pass  # a part's report that came after its worker was counted dead: the part was handed on
             else:
                 self._on_finished(event)
             self._dispatch()

@@ -16,10 +16,44 @@ from fairy import chunked
 
 from .jobs import EditPlan
 
-__all__ = ["Part", "SplitJob", "parts_folder", "CHUNK_BATCHES"]
+__all__ = ["Part", "SplitJob", "parts_folder", "CHUNK_BATCHES", "CacheRoute", "choose_cache_route",
+           "SAME_MACHINE_BYTES_PER_SECOND"]
 
 # Frame batches per chunk: small, so every worker stays busy to the end and a slower one takes fewer.
 CHUNK_BATCHES = 1
+
+# How fast a worker reads an anchor cache that lies on its own machine (the saved file in the page cache, or
+# Ray's shared-memory object store): bench/bench_split.py measured 169 MiB in 6 ms (28 GB/s) on the
+# development machine; a tenth of that, to stay on the safe side on slower disks.
+SAME_MACHINE_BYTES_PER_SECOND = 2.5e9
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheRoute:
+    """How a worker gets the anchor cache of a job it has not run the anchor pass of: shipped (loaded from
+    the work folder or Ray's object store) or recomputed (the anchor pass again, on this worker)."""
+
+    ship: bool
+    ship_seconds: float  # estimated: the cache's size over the bandwidth to it
+    recompute_seconds: float  # measured: the anchor pass on the worker that ran it
+    cache_bytes: int
+    where: str  # "this machine" or "another node"
+
+    def describe(self) -> str:
+        size = f"{self.cache_bytes / 2**20:.1f} MiB"
+        ship = f"shipping it from {self.where} (about {self.ship_seconds:.2f} s)"
+        recompute = f"recomputing the anchor pass ({self.recompute_seconds:.2f} s when it ran)"
+        return f"anchor cache of {size}: " + (f"{ship} beats {recompute}" if self.ship else f"{recompute} beats {ship}")
+
+
+def choose_cache_route(cache_bytes: int, anchor_seconds: float, bytes_per_second: float, *,
+                       where: str = "this machine") -> CacheRoute:
+    """Ship the cache unless recomputing it is quicker. The recompute estimate is the anchor pass's own time
+    on the worker that ran it (the devices of one server are alike); an edit recorded before the time was
+    kept (``anchor_seconds`` 0) is shipped."""
+    ship_seconds = cache_bytes / max(bytes_per_second, 1.0)
+    ship = anchor_seconds <= 0 or ship_seconds <= anchor_seconds
+    return CacheRoute(ship, round(ship_seconds, 4), round(anchor_seconds, 4), cache_bytes, where)
 
 
 def parts_folder(results_dir: pathlib.Path, job_id: str) -> pathlib.Path:

@@ -24,7 +24,8 @@ from .jobs import EditPlan, JobState, Preview
 from .messages import JobOutcome, JobTask
 from .sidecar import write_sidecar
 
-__all__ = ["JobReporter", "PipelineCache", "run_job", "run_task", "result_paths", "phase_fraction", "encode_preview"]
+__all__ = ["JobReporter", "PipelineCache", "run_job", "run_task", "load_or_recompute_cache", "result_paths", "phase_fraction",
+           "encode_preview"]
 
 _log = logging.getLogger("fairy_server.work")
 
@@ -230,11 +231,27 @@ def run_job(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def load_or_recompute_cache(task: JobTask, edit, pipe, should_cancel: Callable[[], bool]):
+    """A worker's way to the anchor cache of a split job on one machine: the saved file in the work folder,
+    unless running the anchor pass again is quicker (``splitting.choose_cache_route``); the choice is logged."""
+    from fairy import chunked
+
+    from .splitting import SAME_MACHINE_BYTES_PER_SECOND, choose_cache_route
+
+    route = choose_cache_route(edit.cache_bytes, edit.anchor_seconds, SAME_MACHINE_BYTES_PER_SECOND)
+    _log.info("job %s: %s", task.job_id, route.describe())
+    if route.ship:
+        return chunked.load_cache(task.work_dir, device=getattr(pipe, "device", "cpu"))
+    return chunked.recompute_cache(pipe, edit, should_cancel=should_cancel)
+
+
 def run_task(task: JobTask, pipelines: PipelineCache, reporter: JobReporter, *,
              should_cancel: Callable[[], bool] = lambda: False, caches: dict | None = None,
-             edit_fn: Callable | None = None) -> JobOutcome:
+             edit_fn: Callable | None = None, get_cache: Callable | None = None) -> JobOutcome:
     """Run a whole job (``run_job``) or one part of a split one; never raises for the job's own failure.
-    ``caches``: the worker's anchor caches by job id (a chunk worker loads a job's cache once)."""
+    ``caches``: the worker's anchor caches by job id (the worker that ran a job's anchor pass keeps its
+    cache; another gets it once per job with ``get_cache(task, edit, pipe, should_cancel)``, by default
+    ``load_or_recompute_cache``)."""
     if task.part == "whole":
         return run_job(task, pipelines, reporter, should_cancel=should_cancel, edit_fn=edit_fn)
     from fairy import chunked
@@ -260,15 +277,18 @@ def run_task(task: JobTask, pipelines: PipelineCache, reporter: JobReporter, *,
         settings = EditSettings(plan.instruction, seed=plan.seed, batch_size=batch, **plan.parameters())
         if task.part == "anchors":
             reporter.phase(JobState.ANCHORS)
-            chunked.run_anchor_pass(pipelines.get(plan.model), plan.source, settings, work, start=plan.render_start,
-                                    frames=plan.render_count, on_progress=on_progress, should_cancel=should_cancel)
+            anchor_pass = chunked.run_anchor_pass(pipelines.get(plan.model), plan.source, settings, work,
+                                                  start=plan.render_start, frames=plan.render_count,
+                                                  on_progress=on_progress, should_cancel=should_cancel)
+            caches.clear()  # one job's cache at a time: they are large
+            caches[task.job_id] = anchor_pass.cache
         elif task.part == "chunk":
             pipe = pipelines.get(plan.model)
             reporter.phase(JobState.FRAMES)
             edit = chunked.load_split(work)
             if task.job_id not in caches:
-                caches.clear()  # one job's cache at a time: they are large
-                caches[task.job_id] = chunked.load_cache(work, device=getattr(pipe, "device", "cpu"))
+                caches.clear()
+                caches[task.job_id] = (get_cache or load_or_recompute_cache)(task, edit, pipe, should_cancel)
             while True:
                 try:
                     chunked.run_chunk(pipe, edit, work, task.chunk, cache=caches[task.job_id],

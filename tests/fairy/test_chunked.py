@@ -29,18 +29,22 @@ def test_parts_in_any_order_on_two_workers_equal_one_edit(tiny_pipe, tmp_path, a
     single = edit_video(tiny_pipe, clip, tmp_path / "single.mp4", settings, start=0, frames=11)
 
     work = tmp_path / "work"
-    edit, previews = chunked.run_anchor_pass(tiny_pipe, clip, settings, work, start=0, frames=11)
+    anchor_pass = chunked.run_anchor_pass(tiny_pipe, clip, settings, work, start=0, frames=11)
+    edit, previews = anchor_pass.edit, anchor_pass.previews
     assert sorted(previews) == list(edit.anchors) and len(edit.anchors) == anchors
     assert chunked.load_split(work) == edit
+    assert edit.cache_bytes == (anchor_pass.cache.nbytes if anchors else 0) and (edit.anchor_seconds > 0 or not anchors)
     chunks = chunked.chunk_ranges(edit, batches_per_chunk)
     # Every frame in exactly one place: a chunk, or an anchor after the last chunk.
     covered = [i for a, b in chunks for i in range(a, b)]
     assert covered == list(range(len(covered))) and set(range(len(covered), 11)) <= set(edit.anchors)
-    # A second worker: its own pipeline, the cache read from the work folder; chunks run out of order.
+    # A second worker: its own pipeline, the anchor cache recomputed there rather than loaded; the first
+    # reads it from the work folder; chunks run out of order.
     other = load_pipeline("builtin:tiny", device="cpu")
+    caches = {id(tiny_pipe): chunked.load_cache(work), id(other): chunked.recompute_cache(other, edit)}
     for n, chunk in enumerate(reversed(chunks)):
         worker = other if n % 2 else tiny_pipe
-        chunked.run_chunk(worker, chunked.load_split(work), work, chunk, cache=chunked.load_cache(work))
+        chunked.run_chunk(worker, chunked.load_split(work), work, chunk, cache=caches[id(worker)])
     assert chunked.finished_chunks(work, chunks) == set(chunks)
     result = chunked.assemble(edit, work, tmp_path / "split.mp4")
 
@@ -53,7 +57,7 @@ def test_an_interrupted_chunk_leaves_no_file_and_a_gap_is_named(tiny_pipe, tmp_p
     clip = make_test_clip(tmp_path / "clip.mp4", frames=8, width=96, height=64, fps=Fraction(24), audio=False)
     settings = EditSettings("make it snow", steps=2, long_side=64, anchors=1, batch_size=2)
     work = tmp_path / "work"
-    edit, _ = chunked.run_anchor_pass(tiny_pipe, clip, settings, work)
+    edit = chunked.run_anchor_pass(tiny_pipe, clip, settings, work).edit
     chunks = chunked.chunk_ranges(edit)
     with pytest.raises(EditCancelled):
         chunked.run_chunk(tiny_pipe, edit, work, chunks[1], cache=chunked.load_cache(work),

@@ -270,3 +270,18 @@ def test_one_set_of_terminal_states_and_one_job_id_minter():
     assert len(ids) == 100
     for job_id in ids:
         admission.check_job_id(job_id)  # the server accepts what the clients mint
+
+
+def test_the_anchor_cache_is_shipped_unless_recomputing_it_is_quicker():
+    from fairy_server.ray_worker import NETWORK_BYTES_PER_SECOND
+    from fairy_server.splitting import SAME_MACHINE_BYTES_PER_SECOND, choose_cache_route
+
+    small_model = choose_cache_route(169 * 2**20, 13.6, SAME_MACHINE_BYTES_PER_SECOND)  # measured here
+    assert small_model.ship and small_model.ship_seconds < 0.1
+    # An SD1.5-sized cache (1.45 GiB) over 10 GbE against a sub-second anchor pass: recompute.
+    remote = choose_cache_route(int(1.45 * 2**30), 0.5, NETWORK_BYTES_PER_SECOND, where="another node")
+    assert not remote.ship and remote.ship_seconds > remote.recompute_seconds
+    assert "recomputing" in remote.describe().split("beats")[0]
+    # The same cache on the same machine ships; an edit without a recorded anchor time always ships.
+    assert choose_cache_route(int(1.45 * 2**30), 1.0, SAME_MACHINE_BYTES_PER_SECOND).ship
+    assert choose_cache_route(int(1.45 * 2**30), 0.0, NETWORK_BYTES_PER_SECOND).ship
