@@ -32,10 +32,15 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AnchorCache", "AnchorAttnProcessor", "set_anchor_attention", "self_attention_layers"]
+__all__ = ["AnchorCache", "AnchorAttnProcessor", "set_anchor_attention", "self_attention_layers", "ANCHOR_KERNELS"]
 
 _MODES = ("off", "write", "read")
 _STORES = ("hidden", "kv")
+# How a frame attends to [its own tokens ; the anchors'] in the frame pass (equal within float rounding):
+# "concat" copies the anchors' keys and values next to every frame's and makes one attention call;
+# "merged" makes two (each frame over its own tokens; all frames of a branch, folded into one query
+# sequence, over the anchors, which are never copied) and merges them by their log-sum-exp.
+ANCHOR_KERNELS = ("concat", "merged")
 
 
 class AnchorCache:
@@ -142,6 +147,39 @@ def _split_heads(attn, x: torch.Tensor) -> torch.Tensor:
     return x.view(batch, tokens, attn.heads, head_dim).transpose(1, 2)
 
 
+def _attention_with_lse(query, key, value) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T / sqrt(d)) V for [batch, heads, tokens, d] tensors, and each query's log-sum-exp of the
+    scores (fp32, [batch, heads, tokens]): PyTorch's fused kernels where they return it, else the math."""
+    if query.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value)
+        return out, lse
+    if query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] <= 256:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value)[:2]
+        return out, lse
+    scores = (query @ key.transpose(-1, -2)).float() * query.shape[-1] ** -0.5
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.exp(scores - lse[..., None]).to(value.dtype) @ value, lse
+
+
+def _merged_anchor_attention(query, key, value, anchor_key, anchor_value, branches: int) -> torch.Tensor:
+    """The frame pass's attention over [own tokens ; anchor tokens] without a per-frame copy of the anchors.
+
+    ``query``/``key``/``value``: [branches * frames, heads, tokens, d]; the anchors: [branches, heads, K *
+    tokens, d]. The frames of a branch share its anchors, so their queries are folded into one sequence
+    for one call over the anchors; the two partial softmaxes are then weighted by their log-sum-exps."""
+    batch, heads, tokens, dim = query.shape
+    frames = batch // branches
+    own, own_lse = _attention_with_lse(query, key, value)
+    folded = query.view(branches, frames, heads, tokens, dim).transpose(1, 2).reshape(branches, heads, frames * tokens, dim)
+    anchored, anchor_lse = _attention_with_lse(folded, anchor_key, anchor_value)
+    anchored = anchored.view(branches, heads, frames, tokens, dim).transpose(1, 2).reshape(batch, heads, tokens, dim)
+    anchor_lse = anchor_lse.view(branches, heads, frames, tokens).transpose(1, 2).reshape(batch, heads, tokens)
+    total = torch.logaddexp(own_lse, anchor_lse)
+    own_weight = torch.exp(own_lse - total)[..., None].to(own.dtype)
+    anchor_weight = torch.exp(anchor_lse - total)[..., None].to(own.dtype)
+    return own * own_weight + anchored * anchor_weight
+
+
 class AnchorAttnProcessor:
     """Self-attention over a frame's own tokens and its guidance branch's anchor tokens.
 
@@ -150,11 +188,14 @@ class AnchorAttnProcessor:
         layer: this layer's name (its key in the cache).
     """
 
-    def __init__(self, cache: AnchorCache, layer: str):
+    def __init__(self, cache: AnchorCache, layer: str, kernel: str = "concat"):
         if not hasattr(F, "scaled_dot_product_attention"):
             raise ImportError("AnchorAttnProcessor needs PyTorch 2 (torch.nn.functional.scaled_dot_product_attention)")
+        if kernel not in ANCHOR_KERNELS:
+            raise ValueError(f"anchor attention kernel must be one of {ANCHOR_KERNELS}, got {kernel!r}")
         self.cache = cache
         self.layer = layer
+        self.kernel = kernel
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         if encoder_hidden_states is not None:
@@ -187,8 +228,9 @@ class AnchorAttnProcessor:
             anchor_key, anchor_value = self.cache.keys_values(self.layer, attn)
             frames = batch // branches
             key, value = _project_kv(attn, hidden_states)
-            key = torch.cat([key, anchor_key.repeat_interleave(frames, dim=0)], dim=1)
-            value = torch.cat([value, anchor_value.repeat_interleave(frames, dim=0)], dim=1)
+            if self.kernel == "concat":
+                key = torch.cat([key, anchor_key.repeat_interleave(frames, dim=0)], dim=1)
+                value = torch.cat([value, anchor_value.repeat_interleave(frames, dim=0)], dim=1)
         else:
             key, value = _project_kv(attn, hidden_states)
             if attention_mask is not None:
@@ -200,7 +242,13 @@ class AnchorAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        if mode == "read" and self.kernel == "merged":
+            anchor_key, anchor_value = _split_heads(attn, anchor_key), _split_heads(attn, anchor_value)
+            if attn.norm_k is not None:
+                anchor_key = attn.norm_k(anchor_key)
+            hidden_states = _merged_anchor_attention(query, key, value, anchor_key, anchor_value, branches)
+        else:
+            hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, tokens, -1).to(query.dtype)
 
         hidden_states = attn.to_out[0](hidden_states)
@@ -217,8 +265,10 @@ def self_attention_layers(unet) -> list[str]:
     return [name for name in unet.attn_processors if name.endswith("attn1.processor")]
 
 
-def set_anchor_attention(unet, cache: AnchorCache, layers: Iterable[str] | None = None) -> list[str]:
-    """Give every self-attention layer of ``unet`` an :class:`AnchorAttnProcessor` on ``cache``.
+def set_anchor_attention(unet, cache: AnchorCache, layers: Iterable[str] | None = None, *,
+                         kernel: str = "concat") -> list[str]:
+    """Give every self-attention layer of ``unet`` an :class:`AnchorAttnProcessor` on ``cache`` (frame-pass
+    attention by ``kernel``, one of ``ANCHOR_KERNELS``).
 
     Cross-attention layers keep their processors. Returns the layer names.
     """
@@ -227,6 +277,6 @@ def set_anchor_attention(unet, cache: AnchorCache, layers: Iterable[str] | None 
         raise ValueError("this UNet has no self-attention (attn1) layers to make anchor attention of")
     processors = dict(unet.attn_processors)
     for name in chosen:
-        processors[name] = AnchorAttnProcessor(cache, name.removesuffix(".processor"))
+        processors[name] = AnchorAttnProcessor(cache, name.removesuffix(".processor"), kernel)
     unet.set_attn_processor(processors)
     return chosen

@@ -112,6 +112,7 @@ class FairyPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.anchor_cache = AnchorCache()
+        self.anchor_kernel = "concat"
         self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache)
 
     # ------------------------------------------------------------------
@@ -125,7 +126,14 @@ class FairyPipeline(DiffusionPipeline):
     def use_cache_store(self, store: str) -> None:
         """Cache ``"hidden"`` states (half the memory) or projected ``"kv"`` (no recompute)."""
         self.anchor_cache = AnchorCache(store=store)
-        self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache)
+        self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache, kernel=self.anchor_kernel)
+
+    def use_anchor_kernel(self, kernel: str) -> None:
+        """How the frame pass attends to the anchors: ``"concat"`` (one attention call over a per-frame copy
+        of the anchor tokens) or ``"merged"`` (two calls merged by log-sum-exp, no copy); equal within float
+        rounding (see ``fairy.attention.ANCHOR_KERNELS``)."""
+        self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache, kernel=kernel)
+        self.anchor_kernel = kernel
 
     def check_inputs(self, frames, instruction: str, params: FairyParams, anchors: int, batch_size: int) -> None:
         if not isinstance(instruction, str) or not instruction.strip():
@@ -293,7 +301,7 @@ class FairyPipeline(DiffusionPipeline):
             raise ValueError("the anchor cache was made with other settings; run edit_anchors with these params first")
         if cache is not None and cache is not self.anchor_cache:
             self.anchor_cache = cache.to(self.device)
-            self._attn_layers = set_anchor_attention(self.unet, cache)
+            self._attn_layers = set_anchor_attention(self.unet, cache, kernel=self.anchor_kernel)
         return self._denoise(
             frames, frame_indices, prompt_embeds, params, "read" if cache is not None else "off",
             phase="frames", frames_done=frames_done, total_frames=total_frames or len(frame_indices),
