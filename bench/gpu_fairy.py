@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import pathlib
 import sys
@@ -124,7 +125,7 @@ def _count_flops(pipe, params, width, height, anchors) -> dict[str, float]:
             pipe.use_anchor_kernel(kernel)
         return float(counter.get_total_flops())
 
-    one = dataclass_replace(params, steps=1)
+    one = dataclasses.replace(params, steps=1)
     if anchors:
         counts["anchor pass, per step"] = counted(lambda: pipe.edit_anchors(frames[:anchors], list(range(anchors)), embeds, one))
         _, cache = pipe.edit_anchors(frames[:anchors], list(range(anchors)), embeds, one)
@@ -138,12 +139,6 @@ def _count_flops(pipe, params, width, height, anchors) -> dict[str, float]:
     if anchors:
         counts["anchor pass, per step"] -= anchors * (counts["vae encode, per frame"] + counts["vae decode, per frame"])
     return counts
-
-
-def dataclass_replace(params, **changes):
-    import dataclasses
-
-    return dataclasses.replace(params, **changes)
 
 
 def _run(pipe, clip, out_dir, args, anchors, instrument: bool) -> dict:

@@ -87,7 +87,7 @@ def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: in
     """The first part: check the inputs, edit the anchors together, and write edit.json, anchors.npz and
     the anchor cache into ``work_dir``."""
     from . import video
-    from .pipeline import FairyParams, anchor_indices_for
+    from .pipeline import anchor_indices_for
 
     source, work_dir = pathlib.Path(source), pathlib.Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -96,8 +96,6 @@ def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: in
                                      overwrite=True)
     long_side = settings.long_side or getattr(pipe, "default_long_side", FALLBACK_LONG_SIDE)
     width, height = video.model_size(info.width, info.height, long_side, pipe.size_multiple)
-    params = FairyParams(settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed,
-                         settings.noise)
     report = on_progress or (lambda progress: None)
     anchors = anchor_indices_for(frames, settings.anchors)
     began = time.perf_counter()
@@ -109,8 +107,8 @@ def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: in
         def relay(progress) -> None:
             report(EditProgress(progress.phase, progress.step, progress.total_steps, progress.frames_done, frames))
 
-        edited, cache = _edit_anchors(pipe, source, start, anchors, (width, height), settings, params, frames,
-                                      relay, should_cancel)
+        edited, cache = _edit_anchors(pipe, source, start, anchors, (width, height), settings, frames, relay,
+                                      should_cancel)
     edit = SplitEdit(source=str(source), start=start, frames=frames, settings=settings, fps=info.fps,
                      width=info.width, height=info.height, model_width=width, model_height=height,
                      anchors=anchors, has_audio=info.has_audio, anchor_seconds=round(time.perf_counter() - began, 4),
@@ -128,9 +126,10 @@ def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: in
     return AnchorPass(edit, previews, cache)
 
 
-def _edit_anchors(pipe, source, start, anchors, size, settings, params, frames, callback, should_cancel):
+def _edit_anchors(pipe, source, start, anchors, size, settings, frames, callback, should_cancel):
     from . import video
 
+    params = settings.params()
     prompt_embeds = pipe.encode_instruction(settings.instruction, params)
     sources = video.read_frames(source, [start + a for a in anchors])
     batch = video.resize_frames(np.stack([sources[start + a] for a in anchors]), size)
@@ -159,15 +158,10 @@ def recompute_cache(pipe, edit: SplitEdit, *, should_cancel: Callable[[], bool] 
     """The anchor cache made again from the source on this worker: the anchor pass's own computation (same
     frames, seed and batch), for when that is quicker than shipping the saved cache here. None without
     anchors."""
-    from .pipeline import FairyParams
-
     if not edit.anchors:
         return None
-    settings = edit.settings
-    params = FairyParams(settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed,
-                         settings.noise)
     _, cache = _edit_anchors(pipe, edit.source, edit.start, edit.anchors, (edit.model_width, edit.model_height),
-                             settings, params, edit.frames, None, should_cancel)
+                             edit.settings, edit.frames, None, should_cancel)
     return cache
 
 
@@ -206,12 +200,10 @@ def run_chunk(pipe, edit: SplitEdit, work_dir, chunk: tuple[int, int], *, cache=
     loads it once per edit) and write them to their chunk file. ``frames_done``: the edit's frames finished
     before this chunk, for progress."""
     from . import video
-    from .pipeline import FairyParams
 
     begin, end = chunk
     settings = edit.settings
-    params = FairyParams(settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed,
-                         settings.noise)
+    params = settings.params()
     report = on_progress or (lambda progress: None)
 
     def relay(progress) -> None:

@@ -52,6 +52,12 @@ class EditSettings:
         except SettingError as exc:
             raise InvalidInputError(str(exc)) from None
 
+    def params(self):
+        """The pipeline's per-edit parameters (``FairyParams``) from these settings."""
+        from .pipeline import FairyParams  # torch: imported only by whoever edits
+
+        return FairyParams(self.steps, self.guidance_scale, self.image_guidance_scale, self.seed, self.noise)
+
 
 @dataclasses.dataclass
 class EditProgress:
@@ -98,7 +104,7 @@ def edit_video(
     the caller may retry with a smaller ``settings.batch_size``.
     """
     from . import video
-    from .pipeline import FairyParams, anchor_indices_for
+    from .pipeline import anchor_indices_for
 
     began = time.perf_counter()
     # 1. Check inputs (nothing is read or written before this passes)
@@ -106,9 +112,7 @@ def edit_video(
     info, frames = check_edit_inputs(source, output, settings, start=start, frames=frames, overwrite=overwrite)
     long_side = settings.long_side or getattr(pipe, "default_long_side", FALLBACK_LONG_SIDE)
     width, height = video.model_size(info.width, info.height, long_side, pipe.size_multiple)
-    params = FairyParams(
-        settings.steps, settings.guidance_scale, settings.image_guidance_scale, settings.seed, settings.noise
-    )
+    params = settings.params()
     report = on_progress or (lambda progress: None)
 
     def relay(progress) -> None:

@@ -1,9 +1,9 @@
-"""How the server reaches its workers: one narrow interface, one local implementation.
+"""How the server reaches its workers: one narrow interface, and the local implementation.
 
 The job manager only calls ``launch``, ``start(task)``, ``cancel(job_id)``,
-``next_event(timeout)``, ``workers`` and ``close``; a Ray (or any remote)
-backend would implement the same, run ``fairy_server.work.run_job`` and send
-the same messages (``fairy_server.messages``).
+``next_event(timeout)``, ``workers`` and ``close``. Local worker processes live
+here; Ray actors in ``fairy_server.ray_backend``. Both run
+``fairy_server.work.run_task`` and send the same messages (``fairy_server.messages``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,39 @@ import multiprocessing
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from .messages import DeviceInfo, JobFinished, JobTask, WorkerDied, WorkerEvent, WorkerHello, WorkerLoadFailed, WorkerReady
 from .worker import WorkerSettings, worker_main
 
-__all__ = ["WorkerBackend", "LocalProcessBackend", "WorkerStatus"]
+__all__ = ["WorkerBackend", "LocalProcessBackend", "WorkerStatus", "poll_events"]
 
 _log = logging.getLogger("fairy_server.backend")
 _NO_JOB = -1
 _MAX_RESPAWNS = 5
+
+
+def poll_events(get: Callable[[float], WorkerEvent], empty: type[BaseException], closed: tuple[type[BaseException], ...],
+                check: Callable[[], WorkerEvent | None], account: Callable[[WorkerEvent], None],
+                timeout: float) -> WorkerEvent | None:
+    """A backend's ``next_event``: the next event ``get(wait)`` gives (``empty`` raised when none came in time),
+    else what ``check()`` finds (a worker that died) while the queue is empty, so a dead worker's last events
+    are read first; ``account`` sees each event before the manager; None after ``timeout`` or once the
+    queue is closed (``closed`` raised)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            event = get(max(0.01, min(0.2, deadline - time.monotonic())))
+        except empty:
+            event = check()
+        except closed:
+            return None
+        if event is not None:
+            account(event)
+            return event
+        if time.monotonic() >= deadline:
+            return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,19 +175,8 @@ class LocalProcessBackend:
     # -- events ------------------------------------------------------------------
 
     def next_event(self, timeout: float) -> WorkerEvent | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                event = self._events.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                event = self._check_dead()
-            except (OSError, ValueError, EOFError):
-                return None
-            if event is not None:
-                self._account(event)
-                return event
-            if time.monotonic() >= deadline:
-                return None
+        return poll_events(lambda wait: self._events.get(timeout=wait), queue.Empty, (OSError, ValueError, EOFError),
+                           self._check_dead, self._account, timeout)
 
     def _account(self, event: WorkerEvent) -> None:
         with self._lock:

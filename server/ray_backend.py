@@ -26,8 +26,9 @@ import socket
 import threading
 import time
 
-from .backend import WorkerStatus
-from .messages import DeviceInfo, JobFinished, JobOutcome, JobTask, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady
+from .backend import WorkerStatus, poll_events
+from .messages import (DeviceInfo, JobFinished, JobOutcome, JobTask, WorkerDied, WorkerEvent, WorkerHello,
+                       WorkerLoadFailed, WorkerReady)
 from .jobs import JobState
 from .ray_worker import NETWORK_BYTES_PER_SECOND, RayWorker
 from .worker import WorkerSettings
@@ -206,19 +207,9 @@ class RayBackend:
     def next_event(self, timeout: float) -> WorkerEvent | None:
         from ray.util.queue import Empty
 
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                event = self._events.get(block=True, timeout=max(0.01, min(0.2, deadline - time.monotonic())))
-            except Empty:
-                event = self._check_actors()
-            except Exception:  # noqa: BLE001 - the queue is gone (closing)
-                return None
-            if event is not None:
-                self._account(event)
-                return event
-            if time.monotonic() >= deadline:
-                return None
+        # Any other error of the queue's: it is gone (closing).
+        return poll_events(lambda wait: self._events.get(block=True, timeout=wait), Empty, (Exception,),
+                           self._check_actors, self._account, timeout)
 
     def _account(self, event: WorkerEvent) -> None:
         with self._lock:
@@ -237,7 +228,7 @@ class RayBackend:
                     self._after_part(event, part)
                 if event.device is not None:
                     w.info = event.device
-            elif hasattr(event, "device") and isinstance(getattr(event, "device"), DeviceInfo):
+            elif isinstance(event, WorkerHello):
                 w.info = event.device
 
     def _after_part(self, event: JobFinished, part: str) -> None:

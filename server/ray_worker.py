@@ -129,31 +129,33 @@ class RayWorker:
         import ray
         from fairy import chunked
 
-        from .splitting import SAME_MACHINE_BYTES_PER_SECOND, choose_cache_route
+        from .splitting import SAME_MACHINE_BYTES_PER_SECOND
         from .work import load_or_recompute_cache
 
         if not cache_box:
             return load_or_recompute_cache(task, edit, pipe, should_cancel)
         ref = cache_box[0]
-        here = ray.get_runtime_context().get_node_id()
         try:
             nodes = ray.experimental.get_object_locations([ref]).get(ref, {}).get("node_ids", [])
         except Exception:  # noqa: BLE001 - an estimate only
             nodes = []
-        local = here in nodes
-        route = choose_cache_route(edit.cache_bytes, edit.anchor_seconds,
-                                   SAME_MACHINE_BYTES_PER_SECOND if local else self._network,
-                                   where="this node's object store" if local else "another node's object store")
-        _log.info("job %s: %s", task.job_id, route.describe())
-        if not route.ship:
-            return chunked.recompute_cache(pipe, edit, should_cancel=should_cancel)
-        try:
-            cache = ray.get(ref, timeout=_CACHE_GET_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - the saved copy stands in
-            _log.warning("job %s: the anchor cache is not in the object store (%s); loading the saved one",
-                         task.job_id, exc.__class__.__name__)
-            return load_or_recompute_cache(task, edit, pipe, should_cancel)
-        return cache.to(getattr(pipe, "device", "cpu")) if cache is not None else None
+        local = ray.get_runtime_context().get_node_id() in nodes
+        device = getattr(pipe, "device", "cpu")
+
+        def from_object_store():
+            try:
+                cache = ray.get(ref, timeout=_CACHE_GET_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - the saved copy stands in
+                _log.warning("job %s: the anchor cache is not in the object store (%s); loading the saved one",
+                             task.job_id, exc.__class__.__name__)
+                return chunked.load_cache(task.work_dir, device=device)
+            return cache.to(device) if cache is not None else None
+
+        return load_or_recompute_cache(
+            task, edit, pipe, should_cancel, ship=from_object_store,
+            bytes_per_second=SAME_MACHINE_BYTES_PER_SECOND if local else self._network,
+            where="this node's object store" if local else "another node's object store",
+        )  # fmt: skip
 
 
 def _on_cpu(cache):

@@ -231,18 +231,23 @@ def run_job(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_or_recompute_cache(task: JobTask, edit, pipe, should_cancel: Callable[[], bool]):
-    """A worker's way to the anchor cache of a split job on one machine: the saved file in the work folder,
-    unless running the anchor pass again is quicker (``splitting.choose_cache_route``); the choice is logged."""
+def load_or_recompute_cache(task: JobTask, edit, pipe, should_cancel: Callable[[], bool], *, ship: Callable | None = None,
+                            bytes_per_second: float | None = None, where: str = "this machine"):
+    """A worker's way to the anchor cache of a split job it did not run the anchor pass of: shipped (by
+    default the saved file in the work folder; ``ship`` for another way, such as Ray's object store) unless
+    running the anchor pass again is quicker (``splitting.choose_cache_route``); the choice is logged."""
     from fairy import chunked
 
     from .splitting import SAME_MACHINE_BYTES_PER_SECOND, choose_cache_route
 
-    route = choose_cache_route(edit.cache_bytes, edit.anchor_seconds, SAME_MACHINE_BYTES_PER_SECOND)
+    route = choose_cache_route(edit.cache_bytes, edit.anchor_seconds, bytes_per_second or SAME_MACHINE_BYTES_PER_SECOND,
+                               where=where)
     _log.info("job %s: %s", task.job_id, route.describe())
-    if route.ship:
-        return chunked.load_cache(task.work_dir, device=getattr(pipe, "device", "cpu"))
-    return chunked.recompute_cache(pipe, edit, should_cancel=should_cancel)
+    if not route.ship:
+        return chunked.recompute_cache(pipe, edit, should_cancel=should_cancel)
+    if ship is not None:
+        return ship()
+    return chunked.load_cache(task.work_dir, device=getattr(pipe, "device", "cpu"))
 
 
 def run_task(task: JobTask, pipelines: PipelineCache, reporter: JobReporter, *,

@@ -7,13 +7,15 @@ a conftest.py and only one of them can be imported as ``conftest``.)
 
 from __future__ import annotations
 
+import time
+
 from fairy_server.jobs import EditPlan
 from fairy_proto.v1 import fairy_pb2 as pb
 from fairy_proto.v1 import fairy_pb2_grpc as pbg
 from real_server import SERVING, ServerProcess, wait_serving
 
 __all__ = ["FINAL", "SERVING", "FAST", "ServerProcess", "wait_serving", "edit_request", "watch_until_final",
-           "wait_state", "make_plan"]
+           "wait_state", "make_plan", "wait_until", "clip_frames"]
 
 FINAL = {pb.JOB_STATE_DONE, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 # Small enough for a 2-core CPU: tiny model, 96x64 clips, few frames, 2 steps.
@@ -58,3 +60,19 @@ def make_plan(**over) -> EditPlan:
         seed=0, steps=2, anchors=3, guidance_scale=7.5, image_guidance_scale=1.5, long_side=64, codec="h264", noise="shared",
     )
     return EditPlan(**{**fields, **over})
+
+
+def wait_until(condition, timeout: float = 120.0) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def clip_frames(path, count: int):
+    """The first ``count`` frames of a video file, stacked (N x H x W x 3 uint8)."""
+    import numpy as np
+    from fairy.video import iter_frames
+
+    return np.stack(list(iter_frames(path, 0, count)))

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 
 import grpc
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from fairy_proto.v1 import fairy_pb2 as pb
 from fairy_proto.v1 import fairy_pb2_grpc as pbg
-from server_testing import ServerProcess, edit_request, wait_serving, watch_until_final
+from server_testing import ServerProcess, clip_frames, edit_request, wait_serving, wait_until, watch_until_final
 
 import ray  # the [ray] extra is part of [test]
 pytestmark = pytest.mark.slow
@@ -48,24 +47,11 @@ def ray_server(tmp_path, ray_cluster):
                                       devices="cpu,cpu", backend="ray", media_roots=(media.resolve(),))).start()
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     wait_serving(channel)
-    _wait(lambda: all(w.ready and w.pid for w in server.manager.workers()), timeout=180)
+    wait_until(lambda: all(w.ready and w.pid for w in server.manager.workers()), timeout=180)
     server.stub, server.clip = pbg.FairyEditorStub(channel), clip
     yield server
     channel.close()
     server.stop()
-
-
-def _wait(condition, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def _frames(path, count):
-    from fairy.video import iter_frames
-
-    return np.stack(list(iter_frames(path, 0, count)))
 
 
 def _busy(server, job_id):
@@ -85,7 +71,7 @@ def test_a_job_on_two_ray_actors_equals_the_local_backends(ray_server, tmp_path)
         busy.update(w.worker_id for w in server.manager.workers() if w.running_job_id == "ray-1")
         return len(busy) == 2 or server.stub.GetJob(pb.GetJobRequest(job_id="ray-1")).state == pb.JOB_STATE_DONE
 
-    _wait(both_busy)
+    wait_until(both_busy)
     events = watch_until_final(server.stub, "ray-1")
     final = events[-1]
     assert final.state == pb.JOB_STATE_DONE, final.error_message
@@ -101,7 +87,7 @@ def test_a_job_on_two_ray_actors_equals_the_local_backends(ray_server, tmp_path)
                                EditSettings("make it red", seed=3, **SETTINGS))
     finally:
         torch.set_num_threads(threads)
-    assert np.array_equal(_frames(final.result_path, 20), _frames(reference.output, 20))
+    assert np.array_equal(clip_frames(final.result_path, 20), clip_frames(reference.output, 20))
     assert not server.backend._caches, "the job's anchor cache left the object store when it was assembled"
     # The result cache holds for Ray as for local workers: the same request is answered with the same file.
     again = server.stub.SubmitEdit(edit_request(server.clip, job_id="ray-1-again", count=20, seed=3, **SETTINGS))
@@ -111,24 +97,24 @@ def test_a_job_on_two_ray_actors_equals_the_local_backends(ray_server, tmp_path)
 def test_cancel_stops_both_actors(ray_server):
     server = ray_server
     server.stub.SubmitEdit(edit_request(server.clip, job_id="ray-cancel", count=20, steps=20, anchors=2, long_side=64))
-    _wait(lambda: _busy(server, "ray-cancel") == 2)
+    wait_until(lambda: _busy(server, "ray-cancel") == 2)
     server.stub.CancelJob(pb.CancelJobRequest(job_id="ray-cancel"))
     assert watch_until_final(server.stub, "ray-cancel")[-1].state == pb.JOB_STATE_CANCELLED
-    _wait(lambda: all(w.running_job_id is None for w in server.manager.workers()), timeout=30)
+    wait_until(lambda: all(w.running_job_id is None for w in server.manager.workers()), timeout=30)
 
 
 def test_an_actor_killed_mid_job_is_replaced_and_the_job_completes(ray_server):
     server = ray_server
     server.stub.SubmitEdit(edit_request(server.clip, job_id="ray-kill", count=20, steps=6, anchors=2, long_side=64))
-    _wait(lambda: _busy(server, "ray-kill") == 2
+    wait_until(lambda: _busy(server, "ray-kill") == 2
           and server.stub.GetJob(pb.GetJobRequest(job_id="ray-kill")).state == pb.JOB_STATE_FRAMES)
     victim = next(w for w in server.manager.workers() if w.running_job_id == "ray-kill")
     os.kill(victim.pid, signal.SIGKILL)
     final = watch_until_final(server.stub, "ray-kill", timeout=300)[-1]
     assert final.state == pb.JOB_STATE_DONE, final.error_message
-    assert _frames(final.result_path, 20).shape[0] == 20
+    assert clip_frames(final.result_path, 20).shape[0] == 20
     # A fresh actor took the dead one's place.
-    _wait(lambda: all(w.ready for w in server.manager.workers()) and victim.pid not in
+    wait_until(lambda: all(w.ready for w in server.manager.workers()) and victim.pid not in
           {w.pid for w in server.manager.workers()}, timeout=180)
 
 
@@ -139,7 +125,7 @@ def test_media_a_node_cannot_see_fail_the_job_with_a_clear_message(ray_server, t
     gone = make_test_clip(server.clip.parent / "gone.mp4", frames=6, width=96, height=64, fps=Fraction(24))
     # Both actors busy, so the next job waits; its media then vanish, as on a node without the mount.
     server.stub.SubmitEdit(edit_request(server.clip, job_id="ray-busy", count=20, steps=8, anchors=2, long_side=64))
-    _wait(lambda: _busy(server, "ray-busy") == 2)
+    wait_until(lambda: _busy(server, "ray-busy") == 2)
     server.stub.SubmitEdit(edit_request(gone, job_id="ray-gone", count=6, **SETTINGS))
     gone.unlink()
     final = watch_until_final(server.stub, "ray-gone", timeout=180)[-1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from fractions import Fraction
 
 import grpc
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from fairy_proto.v1 import fairy_pb2 as pb
 from fairy_proto.v1 import fairy_pb2_grpc as pbg
-from server_testing import edit_request, wait_serving, watch_until_final
+from server_testing import clip_frames, edit_request, wait_serving, wait_until, watch_until_final
 
 pytestmark = pytest.mark.slow
 
@@ -43,28 +42,12 @@ def two_workers(tmp_path):
             os.environ["OMP_NUM_THREADS"] = previous
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     wait_serving(channel)
-    deadline = time.monotonic() + 120
-    while not all(w.ready for w in server.manager.workers()):  # both models loaded
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: all(w.ready for w in server.manager.workers()))  # both models loaded
     server.stub, server.clip, server.tmp = pbg.FairyEditorStub(channel), clip, tmp_path
     yield server
     channel.close()
     if not getattr(server, "stopped", False):
         server.stop()
-
-
-def _frames(path, count):
-    from fairy.video import iter_frames
-
-    return np.stack(list(iter_frames(path, 0, count)))
-
-
-def _wait(condition, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_job_split_over_two_workers_equals_one_edit(two_workers, tmp_path):
@@ -80,7 +63,7 @@ def test_a_job_split_over_two_workers_equals_one_edit(two_workers, tmp_path):
         busy.update(w.worker_id for w in server.manager.workers() if w.running_job_id == "split-1")
         return len(busy) == 2 or server.stub.GetJob(pb.GetJobRequest(job_id="split-1")).state == pb.JOB_STATE_DONE
 
-    _wait(both_busy)
+    wait_until(both_busy)
     events = watch_until_final(server.stub, "split-1")
     final = events[-1]
     assert final.state == pb.JOB_STATE_DONE, final.error_message
@@ -99,30 +82,30 @@ def test_a_job_split_over_two_workers_equals_one_edit(two_workers, tmp_path):
         reference = edit_video(load_pipeline("builtin:tiny", device="cpu"), server.clip, tmp_path / "one.mp4", settings)
     finally:
         torch.set_num_threads(threads)
-    assert np.array_equal(_frames(final.result_path, 20), _frames(reference.output, 20))
+    assert np.array_equal(clip_frames(final.result_path, 20), clip_frames(reference.output, 20))
     assert not list((server.tmp / "data").rglob(".parts-*")), "the parts are gone once the job is done"
 
 
 def test_cancel_stops_every_worker_of_the_job(two_workers):
     server = two_workers
     server.stub.SubmitEdit(edit_request(server.clip, job_id="split-cancel", count=20, steps=20, anchors=2, long_side=64))
-    _wait(lambda: sum(w.running_job_id == "split-cancel" for w in server.manager.workers()) == 2)
+    wait_until(lambda: sum(w.running_job_id == "split-cancel" for w in server.manager.workers()) == 2)
     server.stub.CancelJob(pb.CancelJobRequest(job_id="split-cancel"))
     final = watch_until_final(server.stub, "split-cancel")[-1]
     assert final.state == pb.JOB_STATE_CANCELLED
-    _wait(lambda: all(w.running_job_id is None for w in server.manager.workers()), timeout=30)
+    wait_until(lambda: all(w.running_job_id is None for w in server.manager.workers()), timeout=30)
 
 
 def test_a_worker_killed_mid_job_has_its_part_redone(two_workers):
     server = two_workers
     server.stub.SubmitEdit(edit_request(server.clip, job_id="split-kill", count=20, steps=6, **{"anchors": 2, "long_side": 64}))
-    _wait(lambda: sum(w.running_job_id == "split-kill" for w in server.manager.workers()) == 2
+    wait_until(lambda: sum(w.running_job_id == "split-kill" for w in server.manager.workers()) == 2
           and server.stub.GetJob(pb.GetJobRequest(job_id="split-kill")).state == pb.JOB_STATE_FRAMES)
     victim = next(w for w in server.manager.workers() if w.running_job_id == "split-kill")
     os.kill(victim.pid, signal.SIGKILL)
     final = watch_until_final(server.stub, "split-kill", timeout=300)[-1]
     assert final.state == pb.JOB_STATE_DONE, final.error_message
-    assert _frames(final.result_path, 20).shape[0] == 20
+    assert clip_frames(final.result_path, 20).shape[0] == 20
 
 
 def test_a_restart_keeps_the_finished_chunks(two_workers):
@@ -133,7 +116,7 @@ def test_a_restart_keeps_the_finished_chunks(two_workers):
     server = two_workers
     server.stub.SubmitEdit(edit_request(server.clip, job_id="split-restart", count=20, steps=4, anchors=2, long_side=64))
     work = parts_folder(server.config.results_path, "split-restart")
-    _wait(lambda: len(list(work.glob("chunk-*.npy"))) >= 2, timeout=180)
+    wait_until(lambda: len(list(work.glob("chunk-*.npy"))) >= 2, timeout=180)
     server.stop()  # the workers stop between steps; the job goes back to the queue
     server.stopped = True
     finished = {p.name for p in work.glob("chunk-*.npy")}
@@ -141,7 +124,7 @@ def test_a_restart_keeps_the_finished_chunks(two_workers):
 
     again = FairyServer(server.config).start()
     try:
-        _wait(lambda: "split-restart" in again.manager._splits or not work.exists(), timeout=180)
+        wait_until(lambda: "split-restart" in again.manager._splits or not work.exists(), timeout=180)
         split = again.manager._splits.get("split-restart")
         if split is not None:  # resumed: only the chunks not finished are handed out
             todo = {chunked.chunk_path(work, p.chunk).name for p in [*split.pending, *split.inflight.values()] if p.chunk}
@@ -153,13 +136,13 @@ def test_a_restart_keeps_the_finished_chunks(two_workers):
         again.stop()
     assert final.state == pb.JOB_STATE_DONE, final.error_message
     assert final.attempts == 2
-    assert _frames(final.result_path, 20).shape[0] == 20
+    assert clip_frames(final.result_path, 20).shape[0] == 20
 
 
 def test_a_short_job_submitted_after_a_long_one_is_not_starved(two_workers):
     server = two_workers
     server.stub.SubmitEdit(edit_request(server.clip, job_id="split-long", count=20, steps=8, anchors=2, long_side=64))
-    _wait(lambda: sum(w.running_job_id == "split-long" for w in server.manager.workers()) == 2)
+    wait_until(lambda: sum(w.running_job_id == "split-long" for w in server.manager.workers()) == 2)
     server.stub.SubmitEdit(edit_request(server.clip, job_id="split-short", start=4, count=3, steps=2, anchors=1,
                                         long_side=64))
     short = watch_until_final(server.stub, "split-short")[-1]
