@@ -71,6 +71,19 @@ def _components(source: str, dtype: torch.dtype, kwargs: dict) -> dict:
     }
 
 
+def sampler_for(scheduler):
+    """The sampler a model runs with: Euler Ancestral, as InstructPix2Pix is sampled, on the model's own noise schedule.
+
+    A model trained to predict the clean image (``prediction_type="sample"``,
+    as the shipped small model is) runs on plain Euler instead: Euler
+    Ancestral in diffusers cannot take that prediction.
+    """
+    from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    wanted = EulerDiscreteScheduler if scheduler.config.prediction_type == "sample" else EulerAncestralDiscreteScheduler
+    return scheduler if type(scheduler) is wanted else wanted.from_config(scheduler.config)
+
+
 def load_pipeline(
     model: str = DEFAULT_MODEL,
     *,
@@ -83,8 +96,6 @@ def load_pipeline(
 
     Raises ModelLoadError with one line naming the problem and the alternatives.
     """
-    from diffusers import EulerAncestralDiscreteScheduler
-
     from .pipeline import FairyPipeline
 
     target = pick_device(device)
@@ -118,9 +129,7 @@ def load_pipeline(
             f"no model at {model!r}: give a hub id (owner/name), a diffusers folder, a .safetensors/.ckpt file, "
             "builtin:small or builtin:tiny"
         )
-    scheduler = components["scheduler"]
-    if not isinstance(scheduler, EulerAncestralDiscreteScheduler):
-        components["scheduler"] = EulerAncestralDiscreteScheduler.from_config(scheduler.config)
+    components["scheduler"] = sampler_for(components["scheduler"])
     pipe = FairyPipeline(**components)
     if pipe.unet.dtype != dtype:  # only the built-in model is made in fp32 whatever was asked
         pipe.to(dtype=dtype)

@@ -23,6 +23,7 @@ __all__ = [
     "read_model_info",
     "write_model_info",
     "working_long_side",
+    "recommended_guidance",
 ]
 
 SMALL_MODEL_ID = "builtin:small"
@@ -64,3 +65,17 @@ def working_long_side(model: str) -> int:
     """The longer side the model edits at when the caller gives none."""
     value = read_model_info(model).get("long_side")
     return value if isinstance(value, int) and value > 0 else FALLBACK_LONG_SIDE
+
+
+GUIDANCE_SETTINGS = ("guidance_scale", "image_guidance_scale")
+
+
+def recommended_guidance(model: str) -> dict[str, float]:
+    """The guidance scales the model's makers recommend (``fairy_model.json``'s ``recommended``), or none.
+
+    The shipped small model wants less than the paper's 7.5: it knows each of its
+    edits exactly, and extrapolating its text guidance 7.5 times paints saturated
+    blobs into its output (see docs/model.md).
+    """
+    wanted = read_model_info(model).get("recommended", {})
+    return {k: float(v) for k, v in wanted.items() if k in GUIDANCE_SETTINGS and isinstance(v, (int, float))} if isinstance(wanted, dict) else {}

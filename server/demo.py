@@ -127,7 +127,10 @@ def run_demo(args) -> int:
         ) as address:  # fmt: skip
             argv = ["edit", str(sample), "-i", args.instruction, "-o", str(edited), "--server", address,
                     "--connect-timeout", str(_SERVER_START_SECONDS)]
-            for name, value in values_from_arguments(args, DEMO_SETTING_NAMES[1:]).items():
+            from fairy.model_info import recommended_guidance
+
+            given = values_from_arguments(args, DEMO_SETTING_NAMES[1:])
+            for name, value in (recommended_guidance(args.model) | given).items():
                 argv += [setting(name).flag, str(value)]  # the rest: the local server's defaults
             if args.overwrite or edited.exists():
                 argv.append("--overwrite")

@@ -54,8 +54,12 @@ def held_out_images(size: tuple[int, int], count_per_photo: int = 8, seed: int =
     return np.stack(crops)
 
 
-def evaluate_edits(model, *, size: tuple[int, int] | None = None, count_per_photo: int = 8, seed: int = 0, progress: bool = False) -> dict:
-    """Scores of ``model`` (a FairyPipeline or anything ``load_pipeline`` takes); see the module doc."""
+def evaluate_edits(model, *, size: tuple[int, int] | None = None, count_per_photo: int = 8, seed: int = 0, progress: bool = False,
+                   guidance: dict | None = None) -> dict:
+    """Scores of ``model`` (a FairyPipeline or anything ``load_pipeline`` takes); see the module doc.
+
+    ``guidance``: the guidance scales to edit with (default: the paper's).
+    """
     from ..loading import load_pipeline
     from .small_model import autoencoder_psnr
 
@@ -68,10 +72,10 @@ def evaluate_edits(model, *, size: tuple[int, int] | None = None, count_per_phot
     targets = {e.name: np.stack([e.apply(s) for s in sources]) for e in DETERMINISTIC_EDITS}
 
     def run(instruction: str) -> np.ndarray:
-        out = pipe(frames, instruction, anchors=0, batch_size=len(frames), seed=seed, noise="per_frame")
+        out = pipe(frames, instruction, anchors=0, batch_size=len(frames), seed=seed, noise="per_frame", **(guidance or {}))
         return np.asarray(out.frames, dtype=np.float32)
 
-    scores: dict = {"size": list(size), "images": len(frames), "photos": list(HELD_OUT_PHOTOS), "edits": {}}
+    scores: dict = {"size": list(size), "images": len(frames), "photos": list(HELD_OUT_PHOTOS), "edits": {}, "guidance": dict(guidance or {})}
     scores["autoencoder_psnr"] = autoencoder_psnr(pipe.vae, list(sources))
     for edit in DETERMINISTIC_EDITS:
         outputs = run(edit.instruction)

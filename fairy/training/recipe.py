@@ -9,12 +9,12 @@ checkpoint, so the recipe can be run across several sittings):
    latent scale measured on procedural images;
 2. ``base``: the editor trained from scratch on ``builtin:procedural`` with
    InstructPix2Pix's augmentation (crops and flips, no affine);
-3. ``refine``: ``base`` trained on for a second cosine cycle at a lower peak
-   learning rate (a warm restart: the loss was still falling at the end of the
+3. ``refine`` (only when ``refine_steps`` is set; the shipped recipe has none):
+   ``base`` trained on for a second cosine cycle at a lower peak learning rate (a warm restart: the loss was still falling at the end of the
    first cycle, and the restart reuses its weights instead of starting over);
-4. ``equivariant``: ``refine`` finetuned with Fairy's equivariant augmentation:
+4. ``equivariant``: ``refine`` (or ``base``) finetuned with Fairy's equivariant augmentation:
    the shipped model;
-5. ``plain``: ``refine`` finetuned for as long without it, the control for the
+5. ``plain``: ``refine`` (or ``base``) finetuned for as long without it, the control for the
    quality benchmark's ablation;
 6. the shipped model is evaluated on the held-out photographs and copied to
    ``--output`` with its scores and the edits that pass in ``fairy_model.json``.
@@ -37,19 +37,22 @@ __all__ = ["Recipe", "SHIPPED_RECIPE", "run_recipe"]
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     seed: int = 0
-    base_steps: int = 900
-    base_resolution: int = 96
+    base_steps: int = 2000
+    base_resolution: int = 64
     base_learning_rate: float = 6e-4
-    refine_steps: int = 1500
+    refine_steps: int = 0  # 0: no second cycle; the finetunings start from base
     refine_learning_rate: float = 4e-4
     finetune_steps: int = 200
-    finetune_resolution: int = 96
+    finetune_resolution: int = 64
     finetune_learning_rate: float = 2e-4
     batch_size: int = 16
     eval_images_per_photo: int = 8
 
 
 SHIPPED_RECIPE = Recipe()
+# The model knows each of its edits exactly: guidance 1 (no extrapolation, one UNet branch instead of three)
+# edits best; the paper's text scale 7.5 paints saturated blobs (measured: docs/model.md).
+RECOMMENDED_GUIDANCE = {"guidance_scale": 1.0, "image_guidance_scale": 1.0}
 
 
 def _log(message: str) -> None:
@@ -98,20 +101,24 @@ def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SH
     _log("stage 2/6: the editor from scratch (no equivariant augmentation)")
     editor("base", "init", steps=recipe.base_steps, resolution=recipe.base_resolution,
            learning_rate=recipe.base_learning_rate, equivariant=False, warmup=50, schedule="cosine", seed=recipe.seed)  # fmt: skip
-    _log("stage 3/6: a second cycle on the same data (no equivariant augmentation)")
-    editor("refine", "base", steps=recipe.refine_steps, resolution=recipe.base_resolution,
-           learning_rate=recipe.refine_learning_rate, equivariant=False, warmup=50, schedule="cosine", seed=recipe.seed + 2)  # fmt: skip
+    start = "base"
+    if recipe.refine_steps:
+        _log("stage 3/6: a second cycle on the same data (no equivariant augmentation)")
+        editor("refine", "base", steps=recipe.refine_steps, resolution=recipe.base_resolution,
+               learning_rate=recipe.refine_learning_rate, equivariant=False, warmup=50, schedule="cosine", seed=recipe.seed + 2)  # fmt: skip
+        start = "refine"
     _log("stage 4/6: equivariant finetuning (the shipped model)")
-    editor("equivariant", "refine", steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
+    editor("equivariant", start, steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
            learning_rate=recipe.finetune_learning_rate, equivariant=True, warmup=0, schedule="cosine", seed=recipe.seed + 1)  # fmt: skip
     _log("stage 5/6: plain finetuning (the ablation's control)")
-    editor("plain", "refine", steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
+    editor("plain", start, steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
            learning_rate=recipe.finetune_learning_rate, equivariant=False, warmup=0, schedule="cosine", seed=recipe.seed + 1)  # fmt: skip
 
     _log("stage 6/6: evaluation on the held-out photographs")
-    scores = evaluate_edits(str(stages["equivariant"]), count_per_photo=recipe.eval_images_per_photo, progress=progress)
+    scores = evaluate_edits(str(stages["equivariant"]), count_per_photo=recipe.eval_images_per_photo, progress=progress,
+                            guidance=RECOMMENDED_GUIDANCE)  # fmt: skip
     with atomic_path(output) as partial:  # a hidden folder beside output, renamed onto it when complete
         shutil.copytree(stages["equivariant"], partial)
-        write_scores(partial, scores, recipe=dataclasses.asdict(recipe))
+        write_scores(partial, scores, recipe=dataclasses.asdict(recipe), recommended=RECOMMENDED_GUIDANCE)
     _log(f"wrote {output}")
     return scores

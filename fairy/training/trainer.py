@@ -7,8 +7,8 @@ edits correctly through ``fairy edit``:
 * the source image's latents are the mode of the VAE posterior, unscaled; the
   edited target's latents are a posterior sample times ``scaling_factor``;
 * the UNet sees ``[noisy target latents ; source latents]`` (8 channels for
-  4-channel latents) and learns the scheduler's ``prediction_type`` (epsilon or
-  v) under the usual diffusion loss;
+  4-channel latents) and learns the scheduler's ``prediction_type`` (the noise,
+  v, or the clean target itself for ``"sample"``) under the usual MSE loss;
 * three conditioning dropouts, each with probability ``conditioning_dropout``:
   the text alone (replaced by the empty instruction's embedding), the image
   alone (zeros as the "no image" latents) and both, so that three-branch
@@ -171,8 +171,8 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         raise InvalidInputError(f"--resolution {resolution} must be a multiple of {multiple} for this model")
     noise_schedule = DDPMScheduler.from_config(components["scheduler"].config)
     prediction_type = noise_schedule.config.prediction_type
-    if prediction_type not in ("epsilon", "v_prediction"):
-        raise ModelLoadError(f"cannot train a model whose scheduler predicts {prediction_type!r} (epsilon or v_prediction)")
+    if prediction_type not in _TARGETS:
+        raise ModelLoadError(f"cannot train a model whose scheduler predicts {prediction_type!r} ({', '.join(_TARGETS)})")
     vae.requires_grad_(False)
     text_encoder.requires_grad_(config.train_text_encoder)
     unet.requires_grad_(True)
@@ -212,7 +212,8 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         source_latents = source_latents * (~drop_image).to(source_latents.dtype)[:, None, None, None]
 
         prediction = unet(torch.cat([noisy, source_latents], dim=1), timesteps, encoder_hidden_states=text).sample
-        goal = noise if prediction_type == "epsilon" else noise_schedule.get_velocity(target_latents, noise, timesteps)
+        goal = {"epsilon": lambda: noise, "sample": lambda: target_latents,
+                "v_prediction": lambda: noise_schedule.get_velocity(target_latents, noise, timesteps)}[prediction_type]()  # fmt: skip
         return torch.nn.functional.mse_loss(prediction.float(), goal.float())
 
     trained = {"unet": unet} | ({"text_encoder": text_encoder} if config.train_text_encoder else {})
@@ -235,6 +236,9 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
     }  # fmt: skip
     save_model_folder(components, config.output, info)
     return TrainResult(config.output, config.steps, losses, time.monotonic() - started)
+
+
+_TARGETS = ("epsilon", "v_prediction", "sample")
 
 
 def _randn(shape, generator: torch.Generator, device: torch.device) -> torch.Tensor:

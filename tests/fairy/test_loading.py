@@ -24,6 +24,22 @@ def test_local_diffusers_folder_loads_and_edits(tiny_model_dir, tiny_pipe):
     assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
 
 
+def test_sampling_is_euler_ancestral_unless_the_model_predicts_the_clean_image():
+    from diffusers import DDIMScheduler
+
+    from fairy.loading import sampler_for
+
+    # InstructPix2Pix's sampler on the model's own schedule, whatever class the folder names...
+    ancestral = sampler_for(DDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True))
+    assert type(ancestral).__name__ == "EulerAncestralDiscreteScheduler"
+    assert ancestral.config.prediction_type == "v_prediction" and ancestral.config.rescale_betas_zero_snr
+    # ...except for an x0-predicting model (the shipped small one), which Euler Ancestral cannot step.
+    euler = sampler_for(DDIMScheduler(prediction_type="sample", beta_schedule="scaled_linear"))
+    assert type(euler).__name__ == "EulerDiscreteScheduler"
+    assert euler.config.prediction_type == "sample" and euler.config.beta_schedule == "scaled_linear"
+    assert sampler_for(euler) is euler
+
+
 def test_folder_without_a_unet_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="not a diffusers model folder"):
         load_pipeline(str(tmp_path), device="cpu")

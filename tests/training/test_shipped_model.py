@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fairy.loading import load_pipeline
-from fairy.model_info import SMALL_MODEL_ID, read_model_info, shipped_model_path, working_long_side
+from fairy.model_info import SMALL_MODEL_ID, read_model_info, recommended_guidance, shipped_model_path, working_long_side
 from fairy.training.edits import edit_by_name, hue_rotation_angle, rotate_hue
 from fairy.training.evaluate import held_out_images, psnr
 
@@ -34,13 +34,16 @@ def test_the_shipped_model_is_small_self_describing_and_loads_offline(small_pipe
     assert working_long_side(SMALL_MODEL_ID) == INFO["long_side"] == 128 == small_pipe.default_long_side
     assert SHIPPED, "fairy_model.json lists no edits that passed evaluation"
     assert INFO["evaluation"]["autoencoder_psnr"] >= 30
+    # It was evaluated at the guidance it recommends, and the demo edits with it.
+    assert recommended_guidance(SMALL_MODEL_ID) == INFO["evaluation"]["guidance"] == {"guidance_scale": 1.0, "image_guidance_scale": 1.0}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_edit_moves_a_held_out_photo_towards_its_exact_target(small_pipe, photo, name):
     edit = edit_by_name(name)
     source = photo.astype(np.float32) / 255
-    out = np.asarray(small_pipe(photo[None], edit.instruction, anchors=0, seed=0).frames[0], dtype=np.float32)
+    guidance = recommended_guidance(SMALL_MODEL_ID)
+    out = np.asarray(small_pipe(photo[None], edit.instruction, anchors=0, seed=0, **guidance).frames[0], dtype=np.float32)
     if edit.ambiguous:
         # Many right answers: the output must be some hue rotation of the source, closer to it than the source is.
         angle = hue_rotation_angle(source, out)
