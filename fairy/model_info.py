@@ -73,9 +73,10 @@ GUIDANCE_SETTINGS = ("guidance_scale", "image_guidance_scale")
 def recommended_guidance(model: str) -> dict[str, float]:
     """The guidance scales the model's makers recommend (``fairy_model.json``'s ``recommended``), or none.
 
-    The shipped small model wants less than the paper's 7.5: it knows each of its
-    edits exactly, and extrapolating its text guidance 7.5 times paints saturated
-    blobs into its output (see docs/model.md).
+    The shipped small model wants less than the paper's text guidance (the
+    settings table's default): it knows each of its edits exactly, and
+    extrapolating its instruction that far paints saturated blobs into its
+    output (see docs/model.md).
     """
     wanted = read_model_info(model).get("recommended", {})
     return {k: float(v) for k, v in wanted.items() if k in GUIDANCE_SETTINGS and isinstance(v, (int, float))} if isinstance(wanted, dict) else {}
