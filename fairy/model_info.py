@@ -78,5 +78,7 @@ def recommended_guidance(model: str) -> dict[str, float]:
     extrapolating its instruction that far paints saturated blobs into its
     output (see docs/model.md).
     """
-    wanted = read_model_info(model).get("recommended", {})
-    return {k: float(v) for k, v in wanted.items() if k in GUIDANCE_SETTINGS and isinstance(v, (int, float))} if isinstance(wanted, dict) else {}
+    wanted = read_model_info(model).get("recommended")
+    if not isinstance(wanted, dict):
+        return {}
+    return {k: float(v) for k, v in wanted.items() if k in GUIDANCE_SETTINGS and isinstance(v, (int, float))}

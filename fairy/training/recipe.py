@@ -10,12 +10,12 @@ checkpoint, so the recipe can be run across several sittings):
 2. ``base``: the editor trained from scratch on ``builtin:procedural`` with
    InstructPix2Pix's augmentation (crops and flips, no affine);
 3. ``refine`` (only when ``refine_steps`` is set; the shipped recipe has none):
-   ``base`` trained on for a second cosine cycle at a lower peak learning rate (a warm restart: the loss was still falling at the end of the
-   first cycle, and the restart reuses its weights instead of starting over);
-4. ``equivariant``: ``refine`` (or ``base``) finetuned with Fairy's equivariant augmentation:
-   the shipped model;
-5. ``plain``: ``refine`` (or ``base``) finetuned for as long without it, the control for the
-   quality benchmark's ablation;
+   ``base`` trained on for a second cosine cycle at a lower peak learning
+   rate (a warm restart that reuses its weights instead of starting over);
+4. ``equivariant``: ``refine`` (or ``base``) finetuned with Fairy's
+   equivariant augmentation: the shipped model;
+5. ``plain``: ``refine`` (or ``base``) finetuned for as long without it, the
+   control for the quality benchmark's ablation;
 6. the shipped model is evaluated on the held-out photographs and copied to
    ``--output`` with its scores and the edits that pass in ``fairy_model.json``.
 """

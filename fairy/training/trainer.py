@@ -69,6 +69,9 @@ class TrainResult:
     seconds: float
 
 
+_TARGETS = ("epsilon", "v_prediction", "sample")  # the scheduler prediction types training can learn
+
+
 def checkpoint_dir_for(output: pathlib.Path) -> pathlib.Path:
     return output.with_name(output.name + "-checkpoints")
 
@@ -212,8 +215,12 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         source_latents = source_latents * (~drop_image).to(source_latents.dtype)[:, None, None, None]
 
         prediction = unet(torch.cat([noisy, source_latents], dim=1), timesteps, encoder_hidden_states=text).sample
-        goal = {"epsilon": lambda: noise, "sample": lambda: target_latents,
-                "v_prediction": lambda: noise_schedule.get_velocity(target_latents, noise, timesteps)}[prediction_type]()  # fmt: skip
+        if prediction_type == "epsilon":
+            goal = noise
+        elif prediction_type == "sample":
+            goal = target_latents
+        else:
+            goal = noise_schedule.get_velocity(target_latents, noise, timesteps)
         return torch.nn.functional.mse_loss(prediction.float(), goal.float())
 
     trained = {"unet": unet} | ({"text_encoder": text_encoder} if config.train_text_encoder else {})
@@ -236,9 +243,6 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
     }  # fmt: skip
     save_model_folder(components, config.output, info)
     return TrainResult(config.output, config.steps, losses, time.monotonic() - started)
-
-
-_TARGETS = ("epsilon", "v_prediction", "sample")
 
 
 def _randn(shape, generator: torch.Generator, device: torch.device) -> torch.Tensor:
