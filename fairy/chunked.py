@@ -29,7 +29,6 @@ from fairy_proto.files import atomic_path, atomic_write
 
 from .editing import EditProgress, EditResult, EditSettings, check_edit_inputs
 from .errors import InvalidInputError
-from .model_info import FALLBACK_LONG_SIDE
 
 __all__ = ["SplitEdit", "AnchorPass", "run_anchor_pass", "load_split", "load_cache", "recompute_cache",
            "chunk_ranges", "run_chunk", "finished_chunks", "assemble", "chunk_path"]
@@ -94,8 +93,9 @@ def run_anchor_pass(pipe, source, settings: EditSettings, work_dir, *, start: in
     # The output is checked when it is assembled; a name in the work folder stands in for it here.
     info, frames = check_edit_inputs(source, work_dir / "(output)", settings, start=start, frames=frames,
                                      overwrite=True)
-    long_side = settings.long_side or getattr(pipe, "default_long_side", FALLBACK_LONG_SIDE)
-    width, height = video.model_size(info.width, info.height, long_side, pipe.size_multiple)
+    # Recorded resolved in edit.json, so every worker renders with the same values whatever model it loaded.
+    settings = settings.for_model(pipe.model_defaults)
+    width, height = video.model_size(info.width, info.height, settings.long_side, pipe.size_multiple)
     report = on_progress or (lambda progress: None)
     anchors = anchor_indices_for(frames, settings.anchors)
     began = time.perf_counter()

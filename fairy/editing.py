@@ -24,22 +24,26 @@ import numpy as np
 from fairy_proto.v1.settings import SettingError, check_settings, setting
 
 from .errors import InvalidInputError, MediaError, OutputExistsError
-from .model_info import FALLBACK_LONG_SIDE
 
 Phase = Literal["decoding", "anchors", "frames", "encoding"]
 
 
 @dataclasses.dataclass(frozen=True)
 class EditSettings:
-    """What to do to the frames. Names, defaults and ranges: ``fairy_proto.v1.settings`` (the paper's values)."""
+    """What to do to the frames. Names, defaults and ranges: ``fairy_proto.v1.settings`` (the paper's values).
+
+    The guidance scales and ``long_side`` left as None are the model's own (``fairy_model.json``: its
+    working size and recommended guidance; the table's fallbacks for a model that says nothing), filled in
+    by :meth:`for_model` when the edit starts.
+    """
 
     instruction: str
     steps: int = setting("steps").default
     seed: int = setting("seed").default
     anchors: int = setting("anchors").default
-    guidance_scale: float = setting("guidance_scale").default
-    image_guidance_scale: float = setting("image_guidance_scale").default
-    long_side: int | None = setting("long_side").default  # None: the model's working size (fairy_model.json)
+    guidance_scale: float | None = setting("guidance_scale").default
+    image_guidance_scale: float | None = setting("image_guidance_scale").default
+    long_side: int | None = setting("long_side").default
     batch_size: int = setting("batch_size").default
     noise: Literal["per_frame", "shared"] = setting("noise").default
     codec: Literal["h264", "prores"] = setting("codec").default
@@ -52,10 +56,17 @@ class EditSettings:
         except SettingError as exc:
             raise InvalidInputError(str(exc)) from None
 
+    def for_model(self, model_defaults: dict) -> "EditSettings":
+        """These settings with every one left unset taken from ``model_defaults`` (``pipe.model_defaults``)."""
+        unset = {name: value for name, value in model_defaults.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, **unset)
+
     def params(self):
-        """The pipeline's per-edit parameters (``FairyParams``) from these settings."""
+        """The pipeline's per-edit parameters (``FairyParams``) from these settings (after :meth:`for_model`)."""
         from .pipeline import FairyParams  # torch: imported only by whoever edits
 
+        if self.guidance_scale is None or self.image_guidance_scale is None:
+            raise ValueError("the guidance is unset: call for_model(pipe.model_defaults) first")
         return FairyParams(self.steps, self.guidance_scale, self.image_guidance_scale, self.seed, self.noise)
 
 
@@ -110,8 +121,8 @@ def edit_video(
     # 1. Check inputs (nothing is read or written before this passes)
     source, output = pathlib.Path(source), pathlib.Path(output)
     info, frames = check_edit_inputs(source, output, settings, start=start, frames=frames, overwrite=overwrite)
-    long_side = settings.long_side or getattr(pipe, "default_long_side", FALLBACK_LONG_SIDE)
-    width, height = video.model_size(info.width, info.height, long_side, pipe.size_multiple)
+    settings = settings.for_model(pipe.model_defaults)
+    width, height = video.model_size(info.width, info.height, settings.long_side, pipe.size_multiple)
     params = settings.params()
     report = on_progress or (lambda progress: None)
 

@@ -14,7 +14,9 @@ A model is named by one of:
 * ``builtin:tiny``: a tiny random-weight model for tests and smoke runs.
 
 A model folder's ``fairy_model.json`` (``fairy.model_info``) gives its working
-size, kept as ``pipe.default_long_side`` (the settings table's ``LONG_SIDE_FALLBACK`` when it says none).
+size and recommended guidance, kept as ``pipe.model_defaults`` (the settings
+table's fallbacks for what it does not say): what an edit uses for the settings
+its caller leaves unset.
 
 Whatever the model ships as its scheduler, the pipeline samples with Euler
 Ancestral (the paper's sampler) configured from the model's scheduler config.
@@ -30,7 +32,7 @@ import torch
 
 from . import DEFAULT_MODEL
 from .errors import ModelLoadError
-from .model_info import SMALL_MODEL_ID, model_folder, working_long_side
+from .model_info import SMALL_MODEL_ID, model_defaults, model_folder
 
 __all__ = ["DEFAULT_MODEL", "load_pipeline", "pick_device"]
 
@@ -135,7 +137,7 @@ def load_pipeline(
         pipe.to(dtype=dtype)
     pipe.to(target)
     pipe.set_progress_bar_config(disable=True)
-    pipe.default_long_side = working_long_side(model)
+    pipe.model_defaults = model_defaults(model)
     return pipe
 
 

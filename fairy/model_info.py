@@ -2,8 +2,8 @@
 
 A model folder may hold ``fairy_model.json`` beside ``model_index.json``: its
 working size (``long_side``, the longer side frames are edited at when the
-caller gives none), the edits it was trained and evaluated on, and how it was
-made. Fairy's shipped small model lives inside the package and is named
+caller gives none), the guidance its makers recommend (``recommended``), the
+edits it was trained and evaluated on, and how it was made. Fairy's shipped small model lives inside the package and is named
 ``builtin:small``.
 """
 
@@ -12,24 +12,20 @@ from __future__ import annotations
 import json
 import pathlib
 
-from fairy_proto.v1.settings import LONG_SIDE_FALLBACK
+from fairy_proto.v1.settings import SettingError, fallbacks, setting
 
 __all__ = [
     "SMALL_MODEL_ID",
     "MODEL_INFO_FILE",
-    "FALLBACK_LONG_SIDE",
     "shipped_model_path",
     "model_folder",
     "read_model_info",
     "write_model_info",
-    "working_long_side",
-    "recommended_guidance",
+    "model_defaults",
 ]
 
 SMALL_MODEL_ID = "builtin:small"
 MODEL_INFO_FILE = "fairy_model.json"
-# The paper's working size, for models that do not say theirs.
-FALLBACK_LONG_SIDE = LONG_SIDE_FALLBACK
 
 
 def shipped_model_path() -> pathlib.Path:
@@ -61,24 +57,23 @@ def write_model_info(folder: pathlib.Path, info: dict) -> None:
     (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def working_long_side(model: str) -> int:
-    """The longer side the model edits at when the caller gives none."""
-    value = read_model_info(model).get("long_side")
-    return value if isinstance(value, int) and value > 0 else FALLBACK_LONG_SIDE
+def model_defaults(model: str) -> dict:
+    """The values the model chooses for the settings a caller leaves unset (the settings table's
+    ``MODEL_DEFAULT_SETTINGS``): its working size (``long_side``) and the guidance its makers recommend
+    (``recommended``) from its ``fairy_model.json``, the table's fallback for each it does not give.
 
-
-GUIDANCE_SETTINGS = ("guidance_scale", "image_guidance_scale")
-
-
-def recommended_guidance(model: str) -> dict[str, float]:
-    """The guidance scales the model's makers recommend (``fairy_model.json``'s ``recommended``), or none.
-
-    The shipped small model wants less than the paper's text guidance (the
-    settings table's default): it knows each of its edits exactly, and
-    extrapolating its instruction that far paints saturated blobs into its
-    output (see docs/model.md).
+    The shipped small model wants guidance 1, far below the paper's text guidance: it knows each of its edits
+    exactly, and extrapolating its instruction that far paints saturated blobs (see docs/model.md).
     """
-    wanted = read_model_info(model).get("recommended")
-    if not isinstance(wanted, dict):
-        return {}
-    return {k: float(v) for k, v in wanted.items() if k in GUIDANCE_SETTINGS and isinstance(v, (int, float))}
+    info = read_model_info(model)
+    chosen = dict(info.get("recommended")) if isinstance(info.get("recommended"), dict) else {}
+    chosen["long_side"] = info.get("long_side")
+    values = fallbacks()
+    for name in values:
+        try:
+            value = setting(name).check(chosen.get(name))
+        except SettingError:  # a value the table would refuse from a user is ignored from a model too
+            value = None
+        if value is not None:
+            values[name] = value
+    return values

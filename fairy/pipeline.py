@@ -27,7 +27,7 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
-from fairy_proto.v1.settings import check_settings, setting
+from fairy_proto.v1.settings import check_settings, fallbacks, setting
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .attention import AnchorCache, set_anchor_attention
@@ -41,11 +41,12 @@ NoisePolicy = Literal["per_frame", "shared"]
 
 @dataclasses.dataclass(frozen=True)
 class FairyParams:
-    """Denoising settings shared by the anchor and frame passes of one edit."""
+    """Denoising settings shared by the anchor and frame passes of one edit (all resolved: the guidance
+    defaults are those of a model that recommends none)."""
 
     steps: int = setting("steps").default
-    guidance_scale: float = setting("guidance_scale").default
-    image_guidance_scale: float = setting("image_guidance_scale").default
+    guidance_scale: float = setting("guidance_scale").fallback
+    image_guidance_scale: float = setting("image_guidance_scale").fallback
     seed: int = setting("seed").default
     noise: NoisePolicy = setting("noise").default
 
@@ -113,6 +114,9 @@ class FairyPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.anchor_cache = AnchorCache()
         self.anchor_kernel = "concat"
+        # What the settings a caller leaves unset (guidance, working size) are for this model:
+        # fairy.loading sets the model's own (fairy_model.json); these are for a model that says nothing.
+        self.model_defaults = fallbacks()
         self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache)
 
     # ------------------------------------------------------------------
@@ -318,8 +322,8 @@ class FairyPipeline(DiffusionPipeline):
         instruction: str,
         *,
         steps: int = setting("steps").default,
-        guidance_scale: float = setting("guidance_scale").default,
-        image_guidance_scale: float = setting("image_guidance_scale").default,
+        guidance_scale: float | None = setting("guidance_scale").default,
+        image_guidance_scale: float | None = setting("image_guidance_scale").default,
         anchors: int = setting("anchors").default,
         anchor_indices: Sequence[int] | None = None,
         batch_size: int = setting("batch_size").default,
@@ -341,6 +345,7 @@ class FairyPipeline(DiffusionPipeline):
             anchors: K uniformly spaced anchors (0: plain per-frame editing).
             anchor_indices: explicit anchor positions (overrides ``anchors``).
             batch_size: frames per UNet batch in the frame pass (memory, not results).
+            guidance_scale, image_guidance_scale: None: the model's recommendation (``model_defaults``).
             seed, noise: each frame's noise comes from (seed, its index); with ``"shared"``
                 (the default) every frame starts from one initial latent drawn from the seed,
                 with ``"per_frame"`` from its own. Ancestral noise is per frame either way.
@@ -349,7 +354,9 @@ class FairyPipeline(DiffusionPipeline):
             order: the order to process the non-anchor frames in (default: input order).
             output_type: ``"np"`` (float in [0, 1]), ``"uint8"``, ``"pt"`` or ``"latent"``.
         """
-        params = FairyParams(steps, guidance_scale, image_guidance_scale, seed, noise)
+        guidance = {"guidance_scale": guidance_scale, "image_guidance_scale": image_guidance_scale}
+        guidance = {name: self.model_defaults[name] if value is None else value for name, value in guidance.items()}
+        params = FairyParams(steps, seed=seed, noise=noise, **guidance)
         # 1. Check inputs
         self.check_inputs(frames, instruction, params, anchors, batch_size)
         total = len(frames)

@@ -11,7 +11,7 @@ import pathlib
 import re
 from fractions import Fraction
 
-from fairy.model_info import working_long_side
+from fairy.model_info import model_defaults
 from fairy_proto.v1.settings import REQUEST_SETTINGS, SettingError
 
 from .config import ServerConfig
@@ -149,6 +149,8 @@ def plan_edit(request: EditRequest, config: ServerConfig, store: JobStore, uploa
             f"({limits.max_frames}); ask for fewer handles"
         )
     defaults = config.defaults
+    model = request.model or config.model
+    chosen_by_model = model_defaults(model)  # for what neither the request nor the server sets
     return EditPlan(
         source=str(source),
         source_sha256=media_sha256(pathlib.Path(source), store),
@@ -161,13 +163,14 @@ def plan_edit(request: EditRequest, config: ServerConfig, store: JobStore, uploa
         width=info.width,
         height=info.height,
         instruction=request.instruction,
-        model=request.model or config.model,
+        model=model,
         seed=request.seed,
         steps=_first_set(request.steps, defaults.steps),
         anchors=_first_set(request.anchors, defaults.anchors),
-        guidance_scale=_first_set(request.guidance_scale, defaults.guidance_scale),
-        image_guidance_scale=_first_set(request.image_guidance_scale, defaults.image_guidance_scale),
-        long_side=_first_set(request.long_side, defaults.long_side) or working_long_side(request.model or config.model),
+        guidance_scale=_first_set(request.guidance_scale, defaults.guidance_scale, chosen_by_model["guidance_scale"]),
+        image_guidance_scale=_first_set(request.image_guidance_scale, defaults.image_guidance_scale,
+                                        chosen_by_model["image_guidance_scale"]),
+        long_side=_first_set(request.long_side, defaults.long_side, chosen_by_model["long_side"]),
         codec=_first_set(request.codec, defaults.codec),
         noise=_first_set(request.noise, defaults.noise),
     )

@@ -35,9 +35,10 @@ class Defaults:
 
     steps: int = setting("steps").default
     anchors: int = setting("anchors").default
-    guidance_scale: float = setting("guidance_scale").default
-    image_guidance_scale: float = setting("image_guidance_scale").default
-    long_side: int | None = setting("long_side").default  # None: the model's working size (fairy.model_info)
+    # None: the model's own (fairy.model_info.model_defaults: its recommended guidance, its working size).
+    guidance_scale: float | None = setting("guidance_scale").default
+    image_guidance_scale: float | None = setting("image_guidance_scale").default
+    long_side: int | None = setting("long_side").default
     codec: str = setting("codec").default
     noise: str = setting("noise").default
     batch_size: int = setting("batch_size").default

@@ -127,11 +127,8 @@ def run_demo(args) -> int:
         ) as address:  # fmt: skip
             argv = ["edit", str(sample), "-i", args.instruction, "-o", str(edited), "--server", address,
                     "--connect-timeout", str(_SERVER_START_SECONDS)]
-            from fairy.model_info import recommended_guidance
-
-            given = values_from_arguments(args, DEMO_SETTING_NAMES[1:])
-            for name, value in (recommended_guidance(args.model) | given).items():
-                argv += [setting(name).flag, str(value)]  # the rest: the local server's defaults
+            for name, value in values_from_arguments(args, DEMO_SETTING_NAMES[1:]).items():
+                argv += [setting(name).flag, str(value)]  # the rest: the local server's (and model's) defaults
             if args.overwrite or edited.exists():
                 argv.append("--overwrite")
             code = timeline_main(argv)

@@ -46,8 +46,10 @@ def test_every_layer_uses_the_table_names_and_defaults():
     call = inspect.signature(FairyPipeline.__call__).parameters
     for name in ("steps", "anchors", "guidance_scale", "image_guidance_scale", "batch_size", "seed", "noise"):
         assert call[name].default == setting(name).default, name
+    # FairyParams holds resolved values: a setting the model chooses defaults to what one that says nothing gets.
     assert {f.name: f.default for f in dataclasses.fields(FairyParams)} == {
-        n: setting(n).default for n in ("steps", "guidance_scale", "image_guidance_scale", "seed", "noise")}
+        n: setting(n).default if setting(n).default is not None else setting(n).fallback
+        for n in ("steps", "guidance_scale", "image_guidance_scale", "seed", "noise")}
     assert {f.name: f.default for f in dataclasses.fields(Defaults())} == {
         s.name: s.default for s in SERVER_DEFAULT_SETTINGS}
     # The plugin leaves every setting the server has a default for unset.

@@ -64,7 +64,7 @@ def evaluate_edits(model, *, size: tuple[int, int] | None = None, count_per_phot
     from .small_model import autoencoder_psnr
 
     pipe = load_pipeline(model, device="cpu") if isinstance(model, str) else model
-    long_side = getattr(pipe, "default_long_side", None) or 128
+    long_side = pipe.model_defaults["long_side"]
     size = size or (long_side, long_side * 3 // 4)
     sources = held_out_images(size, count_per_photo)
     frames = (sources * 255).round().astype(np.uint8)

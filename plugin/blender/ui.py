@@ -18,7 +18,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from fairy_plugin.client import DEFAULT_ADDRESS, FairyClient, format_server_info
 from fairy_plugin.errors import PluginError
 from fairy_plugin.requests import EditParams
-from fairy_proto.v1.settings import LONG_SIDE_FALLBACK, REQUEST_SETTINGS
+from fairy_proto.v1.settings import REQUEST_SETTINGS
 
 from . import compat, strips
 from .jobs import EditOptions, JobBoard, check_address_allowed
@@ -145,11 +145,13 @@ def setting_properties() -> dict:
         elif s.type is str:
             prop = StringProperty(name=label, default=s.default or "", description=f"{help_text} (empty: {s.default_text})")
         elif s.type is int:
-            default = s.default if s.default is not None else LONG_SIDE_FALLBACK
+            # A setting the model chooses starts at what a model that says nothing gets (sent only when ticked).
+            default = s.default if s.default is not None else s.fallback
             prop = IntProperty(name=label, default=default, min=int(s.minimum), max=min(int(s.maximum), _BLENDER_INT_MAX),
                                description=help_text, subtype="PIXEL" if s.name == "long_side" else "NONE")
         else:
-            prop = FloatProperty(name=label, default=s.default, min=s.minimum, max=s.maximum, description=help_text)
+            default = s.default if s.default is not None else s.fallback
+            prop = FloatProperty(name=label, default=default, min=s.minimum, max=s.maximum, description=help_text)
         properties[s.name] = prop
         if s.server_default:
             properties[f"use_{s.name}"] = BoolProperty(

@@ -158,3 +158,38 @@ def test_batch_size_changes_nothing_in_the_written_frames(tiny_pipe, clip, tmp_p
     per_frame = np.abs(frames - expected).mean(axis=(1, 2, 3))
     assert np.abs(frames[1:] - expected[:-1]).mean() > 10 * per_frame.max() + 1  # the check can tell frames apart
     assert per_frame.max() <= 2
+
+
+def test_unset_guidance_and_size_are_the_models_own(clip, tmp_path, tiny_model_dir, capsys):
+    """A model folder whose fairy_model.json recommends guidance and a working size is edited with them
+    when the caller leaves them unset; a value given wins."""
+    import json
+    import shutil
+
+    from fairy.loading import load_pipeline
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "fairy_model.json").write_text(json.dumps(
+        {"long_side": 64, "recommended": {"guidance_scale": 1.0, "image_guidance_scale": 1.0}}))
+    pipe = load_pipeline(str(model), device="cpu")
+    assert pipe.model_defaults == {"guidance_scale": 1.0, "image_guidance_scale": 1.0, "long_side": 64}
+
+    def edit(name, **settings):
+        out = tmp_path / name
+        edit_video(pipe, clip, out, EditSettings("make it snow", steps=2, **settings), frames=3)
+        return _digest(out)
+
+    unset = edit("unset.mp4")
+    assert unset == edit("explicit.mp4", guidance_scale=1.0, image_guidance_scale=1.0, long_side=64)
+    assert unset != edit("paper.mp4", guidance_scale=7.5, image_guidance_scale=1.5)
+    # fairy edit: the same file as the library's, from the same model folder with no guidance flags.
+    out = tmp_path / "cli.mp4"
+    code, err = _run(capsys, "edit", clip, "-i", "make it snow", "-o", out, "--frames", 3, "--steps", 2,
+                     "--model", model, "--device", "cpu")
+    assert code == 0, err
+    assert _digest(out) == unset
+    # One UNet branch at guidance 1 (InstructPix2Pix's rule), three at the paper's.
+    settings = EditSettings("x").for_model(pipe.model_defaults)
+    assert settings.params().num_branches == 1
+    assert EditSettings("x", guidance_scale=7.5).for_model(pipe.model_defaults).params().num_branches == 3

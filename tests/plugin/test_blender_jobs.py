@@ -19,7 +19,7 @@ import av
 import bpy
 import pytest
 from fairy_proto.v1 import fairy_pb2
-from fairy_proto.v1.settings import LONG_SIDE_FALLBACK, REQUEST_SETTINGS
+from fairy_proto.v1.settings import REQUEST_SETTINGS
 
 import addon_utils  # Blender's own module; importable once bpy is
 
@@ -293,7 +293,7 @@ def _dialog_values(**chosen) -> dict:
     """The dialog's properties as Blender initialises them (the settings table's defaults, toggles off)."""
     values = {}
     for s in REQUEST_SETTINGS:
-        values[s.name] = s.default if s.default is not None else (LONG_SIDE_FALLBACK if s.type is int else "")
+        values[s.name] = next(v for v in (s.default, s.fallback, "") if v is not None)
         if s.server_default:
             values[f"use_{s.name}"] = False
     return values | chosen

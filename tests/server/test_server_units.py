@@ -213,15 +213,21 @@ def test_phase_fraction_and_preview():
 
 
 @pytest.mark.parametrize(
-    "model, asked, default, planned",
+    "name, model, asked, default, planned",
     [
-        ("builtin:small", None, None, 128),  # the shipped model's working size, from its fairy_model.json
-        ("builtin:tiny", None, None, 512),  # a model that says none: the paper's
-        ("builtin:small", 96, None, 96),  # the request wins
-        ("builtin:small", None, 256, 256),  # then the server's configured default
+        ("long_side", "builtin:small", None, None, 128),  # the shipped model's working size, from its fairy_model.json
+        ("long_side", "builtin:tiny", None, None, 512),  # a model that says none: the paper's
+        ("long_side", "builtin:small", 96, None, 96),  # the request wins
+        ("long_side", "builtin:small", None, 256, 256),  # then the server's configured default
+        ("guidance_scale", "builtin:small", None, None, 1.0),  # the guidance the shipped model recommends
+        ("guidance_scale", "builtin:tiny", None, None, 7.5),  # InstructPix2Pix's, for a model that says none
+        ("image_guidance_scale", "builtin:small", None, None, 1.0),
+        ("image_guidance_scale", "builtin:tiny", None, None, 1.5),
+        ("guidance_scale", "builtin:small", 0.0, 3.0, 0.0),  # the request wins, zero included
+        ("image_guidance_scale", "builtin:small", None, 2.0, 2.0),
     ],
 )
-def test_an_unset_long_side_is_the_models_working_size(tmp_path, model, asked, default, planned):
+def test_an_unset_setting_the_model_chooses_is_the_models(tmp_path, name, model, asked, default, planned):
     from fractions import Fraction
 
     from fairy.video import make_test_clip
@@ -233,13 +239,13 @@ def test_an_unset_long_side_is_the_models_working_size(tmp_path, model, asked, d
     media = tmp_path / "media"
     media.mkdir()
     clip = make_test_clip(media / "clip.mp4", frames=4, width=64, height=48, fps=Fraction(24), audio=False)
-    config = ServerConfig(data_dir=tmp_path / "data", model=model, media_roots=(media,), defaults=Defaults(long_side=default))
+    config = ServerConfig(data_dir=tmp_path / "data", model=model, media_roots=(media,), defaults=Defaults(**{name: default}))
     request = EditRequest(job_id="job-1", source_path=str(clip), upload_id=None, start_frame=0, frame_count=4, rate_num=24,
                           rate_den=1, handles_before=0, handles_after=0, instruction="make it night", model="", seed=0,
-                          long_side=asked)  # fmt: skip
+                          **{name: asked})  # fmt: skip
     (tmp_path / "data").mkdir()
     plan = plan_edit(request, config, JobStore(tmp_path / "data" / "jobs.sqlite3"), UploadStore(tmp_path / "up", 1 << 20))
-    assert plan.long_side == planned
+    assert getattr(plan, name) == planned
 
 
 def test_every_server_flag_says_what_it_does():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fairy.loading import load_pipeline
-from fairy.model_info import SMALL_MODEL_ID, read_model_info, recommended_guidance, shipped_model_path, working_long_side
+from fairy.model_info import SMALL_MODEL_ID, model_defaults, read_model_info, shipped_model_path
 from fairy.training.edits import edit_by_name, hue_rotation_angle, rotate_hue
 from fairy.training.evaluate import held_out_images, psnr
 
@@ -22,7 +22,7 @@ def small_pipe():
 @pytest.fixture(scope="module")
 def photo():
     # One fixed crop of a held-out photograph, at the model's working size (4:3).
-    side = working_long_side(SMALL_MODEL_ID)
+    side = model_defaults(SMALL_MODEL_ID)["long_side"]
     image = held_out_images((side, side * 3 // 4), count_per_photo=1, seed=7)[0]
     return (image * 255).round().astype(np.uint8)
 
@@ -31,19 +31,21 @@ def test_the_shipped_model_is_small_self_describing_and_loads_offline(small_pipe
     folder = shipped_model_path()
     weights = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
     assert 0 < weights <= 30 * 1024**2
-    assert working_long_side(SMALL_MODEL_ID) == INFO["long_side"] == 128 == small_pipe.default_long_side
     assert SHIPPED, "fairy_model.json lists no edits that passed evaluation"
     assert INFO["evaluation"]["autoencoder_psnr"] >= 30
-    # It was evaluated at the guidance it recommends, and the demo edits with it.
-    assert recommended_guidance(SMALL_MODEL_ID) == INFO["evaluation"]["guidance"] == {"guidance_scale": 1.0, "image_guidance_scale": 1.0}
+    # It was evaluated at the working size and guidance it asks for, which every edit then uses unless told
+    # otherwise (the pipeline here, fairy edit, the server and the plugins: tests/test_settings.py).
+    chosen = {"long_side": 128, "guidance_scale": 1.0, "image_guidance_scale": 1.0}
+    assert model_defaults(SMALL_MODEL_ID) == small_pipe.model_defaults == chosen
+    assert INFO["evaluation"]["guidance"] == {k: v for k, v in chosen.items() if k != "long_side"}
+    assert INFO["evaluation"]["size"][0] == INFO["long_side"] == 128
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_edit_moves_a_held_out_photo_towards_its_exact_target(small_pipe, photo, name):
     edit = edit_by_name(name)
     source = photo.astype(np.float32) / 255
-    guidance = recommended_guidance(SMALL_MODEL_ID)
-    out = np.asarray(small_pipe(photo[None], edit.instruction, anchors=0, seed=0, **guidance).frames[0], dtype=np.float32)
+    out = np.asarray(small_pipe(photo[None], edit.instruction, anchors=0, seed=0).frames[0], dtype=np.float32)
     if edit.ambiguous:
         # Many right answers: the output must be some hue rotation of the source, closer to it than the source is.
         angle = hue_rotation_angle(source, out)

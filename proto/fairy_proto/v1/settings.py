@@ -20,8 +20,9 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["Setting", "SettingError", "SETTINGS", "LONG_SIDE_FALLBACK", "REQUEST_SETTINGS", "SERVER_DEFAULT_SETTINGS", "setting",
-           "defaults", "check_settings", "add_arguments", "values_from_arguments", "values_from_environment"]
+__all__ = ["Setting", "SettingError", "SETTINGS", "LONG_SIDE_FALLBACK", "REQUEST_SETTINGS", "SERVER_DEFAULT_SETTINGS",
+           "MODEL_DEFAULT_SETTINGS", "setting", "defaults", "fallbacks", "check_settings", "add_arguments",
+           "values_from_arguments", "values_from_environment"]
 
 
 class SettingError(ValueError):
@@ -42,6 +43,9 @@ class Setting:
     in_request: bool = True  # a field of fairy.v1.EditParameters
     server_default: bool = True  # the server's default can be set when it starts (fairy-server --NAME)
     default_text: str = ""  # what a default of None means
+    # A setting the model itself may choose (its fairy_model.json; fairy.model_info.model_defaults): the default
+    # is None, and this is the value for a model that says nothing.
+    fallback: Any = None
 
     @property
     def flag(self) -> str:
@@ -103,6 +107,9 @@ def _number(value: float) -> str:
 
 # The paper's working size: the long side for a model that does not name its own (fairy_model.json).
 LONG_SIDE_FALLBACK = 512
+# InstructPix2Pix's guidance (the paper gives none), for a model that does not recommend its own.
+_TEXT_GUIDANCE_FALLBACK = 7.5
+_IMAGE_GUIDANCE_FALLBACK = 1.5
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -113,9 +120,14 @@ SETTINGS: tuple[Setting, ...] = (
             server_default=False),
     Setting("anchors", int, 3, "anchor frames K, edited together and attended to by every frame "
             "(0: each frame edited on its own)", 0, 64),
-    Setting("guidance_scale", float, 7.5, "how strongly the instruction is followed", 0.0, 100.0),
-    Setting("image_guidance_scale", float, 1.5, "how closely the source frames are kept", 0.0, 100.0),
+    Setting("guidance_scale", float, None, "how strongly the instruction is followed", 0.0, 100.0,
+            fallback=_TEXT_GUIDANCE_FALLBACK,
+            default_text=f"the model's recommendation, {_TEXT_GUIDANCE_FALLBACK} for models that do not say"),
+    Setting("image_guidance_scale", float, None, "how closely the source frames are kept", 0.0, 100.0,
+            fallback=_IMAGE_GUIDANCE_FALLBACK,
+            default_text=f"the model's recommendation, {_IMAGE_GUIDANCE_FALLBACK} for models that do not say"),
     Setting("long_side", int, None, "the longer side frames are edited at, in pixels", 16, 8192,
+            fallback=LONG_SIDE_FALLBACK,
             default_text=f"the model's working size, {LONG_SIDE_FALLBACK} for models that do not say"),
     Setting("codec", str, "h264", "the rendered clip's codec", choices=("h264", "prores"),
             proto_values=(("h264", "OUTPUT_CODEC_H264"), ("prores", "OUTPUT_CODEC_PRORES_422"))),
@@ -129,6 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 REQUEST_SETTINGS = tuple(s for s in SETTINGS if s.in_request)
 SERVER_DEFAULT_SETTINGS = tuple(s for s in SETTINGS if s.server_default)
+# Unset, these are the model's own (fairy.model_info.model_defaults), else the table's fallback.
+MODEL_DEFAULT_SETTINGS = tuple(s for s in SETTINGS if s.fallback is not None)
 
 
 def setting(name: str) -> Setting:
@@ -138,6 +152,11 @@ def setting(name: str) -> Setting:
 def defaults() -> dict[str, Any]:
     """Every setting's default by name."""
     return {s.name: s.default for s in SETTINGS}
+
+
+def fallbacks() -> dict[str, Any]:
+    """What the model-chosen settings are for a model that chooses none, by name."""
+    return {s.name: s.fallback for s in MODEL_DEFAULT_SETTINGS}
 
 
 def check_settings(values: dict[str, Any]) -> dict[str, Any]:
