@@ -77,3 +77,23 @@ def test_gpu_bench_runs_on_the_cpu(tmp_path, monkeypatch):
     # The anchors' attention is counted: a frame reading one anchor costs more than a frame alone.
     assert fairy_run["flops_by_part_tflop"]["frame, per step"] > baseline["flops_by_part_tflop"]["frame, per step"]
     assert results["fairy_over_per_frame"] == pytest.approx(fairy_run["seconds"] / baseline["seconds"], rel=1e-2)
+
+
+def test_the_anchor_attention_bench_measures_what_frames_take_from_the_anchors(tmp_path, monkeypatch):
+    """bench/bench_anchor_attention.py: per layer, the share of frame-pass attention on the anchors (taken
+    from the merged kernel's log-sum-exps, so it must match the kernel's own output), and how far anchors and
+    noise move a frame."""
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[2] / "bench"))
+    import bench_anchor_attention
+
+    from fairy import attention
+
+    kernel = attention._merged_anchor_attention
+    result = bench_anchor_attention.main(["--model", "builtin:tiny", "--size", "32x32", "--frames", "3", "--anchors", "1",
+                                          "--device", "cpu", "--out", str(tmp_path / "shares.json")])
+    assert attention._merged_anchor_attention is kernel  # the recorder is taken out again
+    assert result["uniform_share"] == 0.5
+    shares = result["anchor_share_by_tokens"]
+    assert set(shares) == {"16", "4"}  # the tiny UNet's two attention levels at 32x32 (1/8 and 1/16 of the side)
+    assert all(0.0 < s < 1.0 for s in shares.values())
+    assert result["anchor_change"] > 0 and result["noise_change"] > 0

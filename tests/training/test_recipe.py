@@ -32,3 +32,28 @@ def test_train_small_refuses_an_existing_output(tmp_path, capsys):
     (tmp_path / "small").mkdir()
     assert main(["train-small", "-o", str(tmp_path / "small")]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_the_quality_bench_runs_every_row_and_checks_the_targets(tmp_path, monkeypatch):
+    """bench/bench_quality.py (the ablation in miniature) on the shipped model, a few frames: every row, the
+    anchors' own effect measured against the same model's per-frame frames, and the targets checked."""
+    import json
+    import pathlib
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[2] / "bench"))
+    import bench_quality
+
+    out = tmp_path / "quality.json"
+    result = bench_quality.main(["--plain", "builtin:small", "--equivariant", "builtin:small", "--frames", "4",
+                                 "--size", "64x48", "--edits", "night,palette", "--motions", "pan", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == result["rows"]
+    rows = {(r["noise"], r["model"], r["anchors"]): r for r in result["rows"]}
+    assert len(rows) == 8
+    for (noise, model, anchors), row in rows.items():
+        assert (row["anchor_change_e3"] is None) == (anchors == 0)
+        assert row["psnr"] is not None and row["hue_angle_std"] is not None and row["warp_error_e3"] > 0
+        # The same weights under both names: the same frames (the bench is deterministic).
+        assert row["warp_error_e3"] == rows[noise, "plain", anchors]["warp_error_e3"]
+    # Anchors are really used: K = 3 frames differ from K = 0 ones (a little, for this model).
+    assert rows["per_frame", "plain", 3]["anchor_change_e3"] > 0
+    assert any("warp error, Fairy over per-frame editing" in line for line in result["targets"]["per_frame"])
