@@ -33,14 +33,15 @@ def _recording_kernel(shares: list[tuple[int, float]]):
     """The merged kernel, also recording (tokens per frame, mean anchor share) of each call."""
     kernel = attention._merged_anchor_attention
 
-    def recorded(query, key, value, anchor_key, anchor_value, branches):
+    def recorded(query, key, value, anchor_key, anchor_value, branches, anchor_bias=0.0):
         _, own_lse = attention._attention_with_lse(query, key, value)
         batch, heads, tokens, dim = query.shape
         folded = query.view(branches, batch // branches, heads, tokens, dim).transpose(1, 2)
         _, anchor_lse = attention._attention_with_lse(folded.reshape(branches, heads, -1, dim), anchor_key, anchor_value)
         anchor_lse = anchor_lse.view(branches, heads, batch // branches, tokens).transpose(1, 2).reshape(own_lse.shape)
+        anchor_lse = anchor_lse + anchor_bias
         shares.append((tokens, float(torch.exp(anchor_lse - torch.logaddexp(own_lse, anchor_lse)).mean())))
-        return kernel(query, key, value, anchor_key, anchor_value, branches)
+        return kernel(query, key, value, anchor_key, anchor_value, branches, anchor_bias)
 
     return recorded
 

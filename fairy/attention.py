@@ -22,17 +22,27 @@ layer's input hidden states and recomputes K/V with the layer's own
 projections (half the memory), ``"kv"`` keeps the projected keys and values
 (no recomputation per frame batch). ``bench/bench_anchor_cache.py`` measures
 both; see docs/method.md for the numbers and docs/library.md for the default.
+
+Reduced anchors (opt-in, beyond the paper): a layer given a pool factor ``f``
+caches its anchor tokens averaged over ``f x f`` blocks of each anchor's token
+grid (where ``f`` divides the grid), so a frame attends to ``f^2`` times fewer
+anchor tokens there. Each pooled key stands for ``f^2`` tokens, so its score
+gets ``log(f^2)`` added (the frame pass then always uses the merged kernel,
+whose log-sum-exp takes the bias): where the ``f x f`` tokens agree, the
+result equals full anchor attention exactly.
 """
 
 from __future__ import annotations
 
+import math
 import pathlib
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AnchorCache", "AnchorAttnProcessor", "set_anchor_attention", "self_attention_layers", "ANCHOR_KERNELS"]
+__all__ = ["AnchorCache", "AnchorAttnProcessor", "set_anchor_attention", "self_attention_layers", "layer_scale",
+           "ANCHOR_KERNELS"]
 
 _MODES = ("off", "write", "read")
 _STORES = ("hidden", "kv")
@@ -87,8 +97,33 @@ class AnchorCache:
         return self
 
     # -- processor side ------------------------------------------------
-    def put(self, layer: str, hidden_states: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
-        self.entries[(layer, self.step)] = hidden_states if self.store == "hidden" else (key, value)
+    def put(self, layer: str, hidden_states: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *, pool: int = 1) -> None:
+        """Store a layer's anchor tokens (``[branches, K * tokens, channels]``) for the current step, averaged
+        over ``pool x pool`` blocks of each anchor's token grid when ``pool > 1`` and the factor divides the
+        grid (a layer is pooled or not for the whole edit; ``meta["pooled"]`` names the pooled ones)."""
+        stored = (hidden_states,) if self.store == "hidden" else (key, value)
+        grid = self._token_grid(stored[0]) if pool > 1 else None
+        if grid is not None and grid[0] % pool == 0 and grid[1] % pool == 0:
+            stored = tuple(self._pooled(t, grid, pool) for t in stored)
+            self.meta.setdefault("pooled", {})[layer] = pool
+        self.entries[(layer, self.step)] = stored[0] if self.store == "hidden" else stored
+
+    def pool_factor(self, layer: str) -> int:
+        """How many tokens a side each cached anchor token of ``layer`` stands for (1: not pooled)."""
+        return int(self.meta.get("pooled", {}).get(layer, 1))
+
+    def _token_grid(self, tokens: torch.Tensor) -> tuple[int, int]:
+        """(height, width) of one anchor's token grid in a layer, from the latent size the anchor pass recorded."""
+        count = tokens.shape[1] // len(self.meta["anchor_indices"])
+        latent_height, latent_width = self.meta["latent_size"]
+        scale = math.isqrt(latent_height * latent_width // count)  # the layer's downscale of the latents
+        return latent_height // scale, latent_width // scale
+
+    def _pooled(self, tokens: torch.Tensor, grid: tuple[int, int], factor: int) -> torch.Tensor:
+        branches, _, channels = tokens.shape
+        planes = tokens.reshape(-1, *grid, channels).permute(0, 3, 1, 2)
+        pooled = F.avg_pool2d(planes.float(), factor).to(tokens.dtype)
+        return pooled.permute(0, 2, 3, 1).reshape(branches, -1, channels)
 
     def keys_values(self, layer: str, attn) -> tuple[torch.Tensor, torch.Tensor]:
         try:
@@ -161,12 +196,14 @@ def _attention_with_lse(query, key, value) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.exp(scores - lse[..., None]).to(value.dtype) @ value, lse
 
 
-def _merged_anchor_attention(query, key, value, anchor_key, anchor_value, branches: int) -> torch.Tensor:
+def _merged_anchor_attention(query, key, value, anchor_key, anchor_value, branches: int,
+                             anchor_bias: float = 0.0) -> torch.Tensor:
     """The frame pass's attention over [own tokens ; anchor tokens] without a per-frame copy of the anchors.
 
     ``query``/``key``/``value``: [branches * frames, heads, tokens, d]; the anchors: [branches, heads, K *
     tokens, d]. The frames of a branch share its anchors, so their queries are folded into one sequence
-    for one call over the anchors; the two partial softmaxes are then weighted by their log-sum-exps."""
+    for one call over the anchors; the two partial softmaxes are then weighted by their log-sum-exps.
+    ``anchor_bias`` is added to every anchor score (``log(f^2)`` for anchors pooled by ``f``)."""
     batch, heads, tokens, dim = query.shape
     frames = batch // branches
     own, own_lse = _attention_with_lse(query, key, value)
@@ -174,6 +211,7 @@ def _merged_anchor_attention(query, key, value, anchor_key, anchor_value, branch
     anchored, anchor_lse = _attention_with_lse(folded, anchor_key, anchor_value)
     anchored = anchored.view(branches, heads, frames, tokens, dim).transpose(1, 2).reshape(batch, heads, tokens, dim)
     anchor_lse = anchor_lse.view(branches, heads, frames, tokens).transpose(1, 2).reshape(batch, heads, tokens)
+    anchor_lse = anchor_lse + anchor_bias
     total = torch.logaddexp(own_lse, anchor_lse)
     own_weight = torch.exp(own_lse - total)[..., None].to(own.dtype)
     anchor_weight = torch.exp(anchor_lse - total)[..., None].to(own.dtype)
@@ -186,16 +224,21 @@ class AnchorAttnProcessor:
     Args:
         cache: the :class:`AnchorCache` shared by every layer of the UNet.
         layer: this layer's name (its key in the cache).
+        kernel: how the frame pass attends to the anchors (``ANCHOR_KERNELS``).
+        pool: cache this layer's anchor tokens averaged over ``pool x pool`` blocks (reduced anchors; 1: all).
     """
 
-    def __init__(self, cache: AnchorCache, layer: str, kernel: str = "concat"):
+    def __init__(self, cache: AnchorCache, layer: str, kernel: str = "concat", pool: int = 1):
         if not hasattr(F, "scaled_dot_product_attention"):
             raise ImportError("AnchorAttnProcessor needs PyTorch 2 (torch.nn.functional.scaled_dot_product_attention)")
         if kernel not in ANCHOR_KERNELS:
             raise ValueError(f"anchor attention kernel must be one of {ANCHOR_KERNELS}, got {kernel!r}")
+        if pool < 1:
+            raise ValueError(f"anchor pool factor must be 1 or more, got {pool}")
         self.cache = cache
         self.layer = layer
         self.kernel = kernel
+        self.pool = pool
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         if encoder_hidden_states is not None:
@@ -221,14 +264,17 @@ class AnchorAttnProcessor:
             branches = self.cache.num_branches
             joint = hidden_states.reshape(branches, -1, hidden_states.shape[-1])
             key, value = _project_kv(attn, joint)
-            self.cache.put(self.layer, joint, key, value)
+            self.cache.put(self.layer, joint, key, value, pool=self.pool)
             query = query.reshape(branches, -1, query.shape[-1])
         elif mode == "read":
             branches = self.cache.num_branches
             anchor_key, anchor_value = self.cache.keys_values(self.layer, attn)
             frames = batch // branches
             key, value = _project_kv(attn, hidden_states)
-            if self.kernel == "concat":
+            # Pooled anchors (whatever this pipeline's own setting: the cache says) need the merged kernel's bias.
+            pooled = self.cache.pool_factor(self.layer)
+            merged = self.kernel == "merged" or pooled > 1
+            if not merged:
                 key = torch.cat([key, anchor_key.repeat_interleave(frames, dim=0)], dim=1)
                 value = torch.cat([value, anchor_value.repeat_interleave(frames, dim=0)], dim=1)
         else:
@@ -242,11 +288,12 @@ class AnchorAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        if mode == "read" and self.kernel == "merged":
+        if mode == "read" and merged:
             anchor_key, anchor_value = _split_heads(attn, anchor_key), _split_heads(attn, anchor_value)
             if attn.norm_k is not None:
                 anchor_key = attn.norm_k(anchor_key)
-            hidden_states = _merged_anchor_attention(query, key, value, anchor_key, anchor_value, branches)
+            hidden_states = _merged_anchor_attention(query, key, value, anchor_key, anchor_value, branches,
+                                                     anchor_bias=2 * math.log(pooled))
         else:
             hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, tokens, -1).to(query.dtype)
@@ -265,10 +312,25 @@ def self_attention_layers(unet) -> list[str]:
     return [name for name in unet.attn_processors if name.endswith("attn1.processor")]
 
 
+def layer_scale(unet, layer: str) -> int:
+    """How many times smaller than the latents a self-attention layer's token grid is (from its block)."""
+    levels = len(unet.config.block_out_channels)
+    block, _, rest = layer.partition(".")
+    if block == "mid_block":
+        return 2 ** (levels - 1)
+    index = int(rest.split(".", 1)[0])
+    if block == "down_blocks":
+        return 2**index
+    if block == "up_blocks":
+        return 2 ** (levels - 1 - index)
+    raise ValueError(f"cannot tell the resolution of the layer {layer!r}")
+
+
 def set_anchor_attention(unet, cache: AnchorCache, layers: Iterable[str] | None = None, *,
-                         kernel: str = "concat") -> list[str]:
+                         kernel: str = "concat", pool: dict[str, int] | None = None) -> list[str]:
     """Give every self-attention layer of ``unet`` an :class:`AnchorAttnProcessor` on ``cache`` (frame-pass
-    attention by ``kernel``, one of ``ANCHOR_KERNELS``).
+    attention by ``kernel``, one of ``ANCHOR_KERNELS``; anchor tokens pooled by ``pool[layer]`` where given,
+    layer names as :func:`self_attention_layers` returns them).
 
     Cross-attention layers keep their processors. Returns the layer names.
     """
@@ -277,6 +339,6 @@ def set_anchor_attention(unet, cache: AnchorCache, layers: Iterable[str] | None 
         raise ValueError("this UNet has no self-attention (attn1) layers to make anchor attention of")
     processors = dict(unet.attn_processors)
     for name in chosen:
-        processors[name] = AnchorAttnProcessor(cache, name.removesuffix(".processor"), kernel)
+        processors[name] = AnchorAttnProcessor(cache, name.removesuffix(".processor"), kernel, (pool or {}).get(name, 1))
     unet.set_attn_processor(processors)
     return chosen

@@ -30,7 +30,7 @@ from diffusers.utils import BaseOutput
 from fairy_proto.v1.settings import check_settings, fallbacks, setting
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .attention import AnchorCache, set_anchor_attention
+from .attention import AnchorCache, layer_scale, self_attention_layers, set_anchor_attention
 from .errors import EditCancelled
 from .noise import frame_generators, initial_latents
 
@@ -112,12 +112,13 @@ class FairyPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.anchor_cache = AnchorCache()
         self.anchor_kernel = "concat"
+        self.anchor_pool: dict[str, int] = {}  # reduced anchors: layer -> pool factor (use_reduced_anchors)
+        self.memory_format = torch.contiguous_format  # use_channels_last
         # What the settings a caller leaves unset (guidance, working size) are for this model:
         # fairy.loading sets the model's own (fairy_model.json); these are for a model that says nothing.
         self.model_defaults = fallbacks()
-        self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache)
+        self._use_cache(AnchorCache())
 
     # ------------------------------------------------------------------
     # Helpers
@@ -127,17 +128,55 @@ class FairyPipeline(DiffusionPipeline):
         """Frame width and height must be multiples of this (VAE factor x UNet downsampling)."""
         return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
+    def _use_cache(self, cache: AnchorCache) -> None:
+        """Make ``cache`` the one every self-attention layer writes and reads, with this pipeline's options."""
+        self.anchor_cache = cache
+        self._attn_layers = set_anchor_attention(self.unet, cache, kernel=self.anchor_kernel, pool=self.anchor_pool)
+
     def use_cache_store(self, store: str) -> None:
         """Cache ``"hidden"`` states (half the memory) or projected ``"kv"`` (no recompute)."""
-        self.anchor_cache = AnchorCache(store=store)
-        self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache, kernel=self.anchor_kernel)
+        self._use_cache(AnchorCache(store=store))
 
     def use_anchor_kernel(self, kernel: str) -> None:
         """How the frame pass attends to the anchors: ``"concat"`` (one attention call over a per-frame copy
         of the anchor tokens) or ``"merged"`` (two calls merged by log-sum-exp, no copy); equal within float
         rounding (see ``fairy.attention.ANCHOR_KERNELS``)."""
-        self._attn_layers = set_anchor_attention(self.unet, self.anchor_cache, kernel=kernel)
         self.anchor_kernel = kernel
+        self._use_cache(self.anchor_cache)
+
+    def use_channels_last(self, enabled: bool = True) -> None:
+        """Keep the UNet's and the VAE's convolution weights and inputs channels-last (NHWC), the layout
+        tensor-core convolution kernels want; the same results within float rounding."""
+        self.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        for module in (self.unet, self.vae):
+            module.to(memory_format=self.memory_format)
+
+    def use_vae_tiling(self, enabled: bool = True) -> None:
+        """Encode and decode frames larger than the VAE's tile size (its config's ``sample_size``) tile by tile,
+        overlapping tiles blended (diffusers' ``AutoencoderKL.enable_tiling``): bounded memory for large frames,
+        at the cost of small differences where tiles meet (tested bound: docs/library.md)."""
+        if enabled:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
+
+    def use_reduced_anchors(self, factor: int = 2, levels: Literal["finest", "all"] = "finest") -> None:
+        """Opt-in, beyond the paper: frames attend to the anchors' tokens averaged over ``factor x factor``
+        blocks at the ``levels`` chosen: ``"finest"`` (the highest-resolution self-attention layers, which
+        hold most of the anchor tokens and cost, and where the paper found cross-frame attention tracks
+        correspondences best) or ``"all"`` (each layer whose token grid the factor divides). ``factor`` 1
+        turns it off (the paper's full anchors). The anchor cache shrinks with it, and records it, so a worker
+        reads a pooled cache right whatever its own setting; ``bench/bench_reduced_anchors.py`` measures
+        speed and quality."""
+        if factor < 1:
+            raise ValueError(f"the reduced-anchor factor must be 1 or more, got {factor}")
+        if levels not in ("finest", "all"):
+            raise ValueError(f'reduced-anchor levels must be "finest" or "all", got {levels!r}')
+        layers = self_attention_layers(self.unet)
+        scales = {name: layer_scale(self.unet, name) for name in layers}
+        chosen = [name for name in layers if levels == "all" or scales[name] == min(scales.values())]
+        self.anchor_pool = {name: factor for name in chosen} if factor > 1 else {}
+        self._use_cache(self.anchor_cache)
 
     def check_inputs(self, frames, instruction: str, params: FairyParams, anchors: int, batch_size: int) -> None:
         if not isinstance(instruction, str) or not instruction.strip():
@@ -242,7 +281,7 @@ class FairyPipeline(DiffusionPipeline):
             self.anchor_cache.set_pass(mode, step=i, num_branches=branches)
             model_input = torch.cat([latents] * branches) if branches > 1 else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            model_input = torch.cat([model_input, image_latents], dim=1)
+            model_input = torch.cat([model_input, image_latents], dim=1).contiguous(memory_format=self.memory_format)
             noise_pred = self.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
             if branches == 3:
                 text_pred, image_pred, uncond_pred = noise_pred.chunk(3)
@@ -276,8 +315,10 @@ class FairyPipeline(DiffusionPipeline):
         the one the frame pass reads.
         """
         self.use_cache_store(self.anchor_cache.store)
+        height, width = _frame_size(anchor_frames)
         self.anchor_cache.meta.update(
-            anchor_indices=list(anchor_indices), params=dataclasses.asdict(params), branches=params.num_branches
+            anchor_indices=list(anchor_indices), params=dataclasses.asdict(params), branches=params.num_branches,
+            latent_size=[height // self.vae_scale_factor, width // self.vae_scale_factor],
         )
         edited = self._denoise(
             anchor_frames, anchor_indices, prompt_embeds, params, "write",
@@ -304,8 +345,7 @@ class FairyPipeline(DiffusionPipeline):
         if cache is not None and cache.meta.get("params") not in (None, dataclasses.asdict(params)):
             raise ValueError("the anchor cache was made with other settings; run edit_anchors with these params first")
         if cache is not None and cache is not self.anchor_cache:
-            self.anchor_cache = cache.to(self.device)
-            self._attn_layers = set_anchor_attention(self.unet, cache, kernel=self.anchor_kernel)
+            self._use_cache(cache.to(self.device))
         return self._denoise(
             frames, frame_indices, prompt_embeds, params, "read" if cache is not None else "off",
             phase="frames", frames_done=frames_done, total_frames=total_frames or len(frame_indices),
