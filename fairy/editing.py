@@ -11,6 +11,7 @@ source size. Noise is drawn per source frame index (see ``fairy.noise``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -104,8 +105,12 @@ def edit_video(
     overwrite: bool = False,
     on_progress: Callable[[EditProgress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    overlap_io: bool = True,
 ) -> EditResult:
     """Edit frames [start, start + frames) of ``source`` into ``output`` (``frames=None``: to the end).
+
+    ``overlap_io``: decode ahead and encode behind in threads of their own (``fairy.video.background``),
+    while the model works; the output is the same byte for byte either way.
 
     Raises InvalidInputError / MediaError / OutputExistsError before any work
     for bad input, EditCancelled when ``should_cancel()`` turns true (checked
@@ -153,33 +158,41 @@ def edit_video(
         output, fps=info.fps, width=info.width, height=info.height, codec=settings.codec,
         audio_source=audio, overwrite=overwrite, expected_frames=frames,
     ) as writer:  # fmt: skip
-        pending: list[tuple[int, np.ndarray | None]] = []
-        done = len(anchors)
 
-        def flush() -> int:
-            if not pending:
-                return 0
-            todo = [(i, f) for i, f in pending if f is not None]
-            edited = {}
-            if todo:
-                batch = video.resize_frames(np.stack([f for _, f in todo]), (width, height))
-                out = pipe.edit_frames(
-                    batch, [start + i for i, _ in todo], prompt_embeds, params, cache,
-                    frames_done=done, total_frames=frames, callback=relay, should_cancel=should_cancel,
-                    output_type="uint8",
-                )  # fmt: skip
-                edited = dict(zip((i for i, _ in todo), out))
-            in_order = np.stack([anchor_edits[i] if i in anchor_edits else edited[i] for i, _ in pending])
-            for frame in video.resize_frames(in_order, (info.width, info.height)):
+        def encode(edited_batch: np.ndarray) -> None:  # back at the source's size
+            for frame in video.resize_frames(edited_batch, (info.width, info.height)):
                 writer.write(frame)
-            pending.clear()
-            return len(todo)
 
-        for offset, frame in enumerate(video.iter_frames(source, start, frames)):
-            pending.append((offset, None if offset in anchor_edits else frame))
-            if sum(f is not None for _, f in pending) >= settings.batch_size:
-                done += flush()
-        done += flush()
+        decoded = video.iter_frames(source, start, frames)
+        with contextlib.ExitStack() as background:
+            if overlap_io:
+                decoded = background.enter_context(contextlib.closing(video.prefetched(decoded)))
+                encode = background.enter_context(video.BackgroundWrites(encode)).put
+            pending: list[tuple[int, np.ndarray | None]] = []
+            done = len(anchors)
+
+            def flush() -> int:
+                if not pending:
+                    return 0
+                todo = [(i, f) for i, f in pending if f is not None]
+                edited = {}
+                if todo:
+                    batch = video.resize_frames(np.stack([f for _, f in todo]), (width, height))
+                    out = pipe.edit_frames(
+                        batch, [start + i for i, _ in todo], prompt_embeds, params, cache,
+                        frames_done=done, total_frames=frames, callback=relay, should_cancel=should_cancel,
+                        output_type="uint8",
+                    )  # fmt: skip
+                    edited = dict(zip((i for i, _ in todo), out))
+                encode(np.stack([anchor_edits[i] if i in anchor_edits else edited[i] for i, _ in pending]))
+                pending.clear()
+                return len(todo)
+
+            for offset, frame in enumerate(decoded):
+                pending.append((offset, None if offset in anchor_edits else frame))
+                if sum(f is not None for _, f in pending) >= settings.batch_size:
+                    done += flush()
+            done += flush()
         report(EditProgress("encoding", settings.steps, settings.steps, frames, frames))
 
     return EditResult(

@@ -1,7 +1,8 @@
 """Decode exact frame ranges and encode edited frames, with PyAV.
 
 Modules: ``timing`` (opening files, the frame grid, ``probe``), ``decode``, ``encode``
-(``VideoWriter``, atomic outputs), ``audio``, ``sizing``, ``testclips``.
+(``VideoWriter``, atomic outputs), ``audio``, ``sizing``, ``testclips``, ``background`` (decoding
+ahead and encoding behind in threads).
 
 Frame indices
 -------------
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 from fairy_proto.files import new_file_mode  # the mode a finished output gets (0666 less the umask)
 
+from .background import BackgroundWrites, prefetched
 from .decode import iter_frames, read_frames
 from .encode import VideoWriter
 from .sizing import model_size, resize_frames
@@ -54,12 +56,14 @@ from .testclips import make_test_clip, test_pattern_frame
 from .timing import VideoInfo, probe
 
 __all__ = [
+    "BackgroundWrites",
     "VideoInfo",
     "VideoWriter",
     "iter_frames",
     "make_test_clip",
     "model_size",
     "new_file_mode",
+    "prefetched",
     "probe",
     "read_frames",
     "resize_frames",
