@@ -4,6 +4,7 @@ the same computation as the real model without a download) edits a clip decode t
     python bench/gpu_fairy.py                          # CUDA: 120 frames 512x384, 10 steps, K = 3 and K = 0
     python bench/gpu_fairy.py --device cpu --frames 4 --width 64 --height 64 --steps 2   # what CI runs
     python bench/gpu_fairy.py --dtype bf16 --kernel merged --json results.json
+    python bench/gpu_fairy.py --channels-last --reduced-anchors finest --vae-tiling --no-overlap-io
 
 For K = 3 (Fairy) and K = 0 (per-frame editing, the baseline) it prints the wall time of ``edit_video`` and
 frames per second, then, from a second, instrumented run, the time of each phase (video decode, VAE
@@ -100,6 +101,15 @@ def _instrumented(pipe, phases: _Phases):
                 setattr(owner, name, original)
 
 
+def _math_attention_with_lse(query, key, value):
+    """fairy.attention's merged-kernel helper on plain matmuls, which the FLOP counter sees."""
+    import torch
+
+    scores = (query @ key.transpose(-1, -2)).float() * query.shape[-1] ** -0.5
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.exp(scores - lse[..., None]).to(value.dtype) @ value, lse
+
+
 def _count_flops(pipe, params, width, height, anchors) -> dict[str, float]:
     """FLOPs of one UNet call (all guidance branches) for one frame reading K anchors, of the anchor pass's
     call for K anchors, and of the VAE per frame; counted on the real modules at the real shapes."""
@@ -113,15 +123,20 @@ def _count_flops(pipe, params, width, height, anchors) -> dict[str, float]:
 
     def counted(fn) -> float:
         # The fused attention kernels are invisible to the counter (it sees no matmul inside them): count
-        # with the math backend and the concat kernel, the same arithmetic as every kernel does.
+        # with the math backend and the concat kernel, the same arithmetic as every kernel does (reduced
+        # anchors always take the merged kernel: its attention helper is swapped for plain matmuls here).
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        kernel = pipe.anchor_kernel
+        from fairy import attention
+
+        kernel, fused = pipe.anchor_kernel, attention._attention_with_lse
         pipe.use_anchor_kernel("concat")
+        attention._attention_with_lse = _math_attention_with_lse
         try:
             with sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter, torch.no_grad():
                 fn()
         finally:
+            attention._attention_with_lse = fused
             pipe.use_anchor_kernel(kernel)
         return float(counter.get_total_flops())
 
@@ -156,7 +171,7 @@ def _run(pipe, clip, out_dir, args, anchors, instrument: bool) -> dict:
     began = time.perf_counter()
     with context:
         edit_video(pipe, clip, out_dir / f"k{anchors}-{'phases' if instrument else 'clean'}.mp4", settings,
-                   frames=args.frames, overwrite=True)
+                   frames=args.frames, overwrite=True, overlap_io=args.overlap_io)
     _sync(device)
     seconds = time.perf_counter() - began
     result = {"seconds": round(seconds, 3), "fps": round(args.frames / seconds, 2)}
@@ -189,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="default: fp16 on CUDA, fp32 on the CPU")
     parser.add_argument("--kernel", choices=["concat", "merged"], default="concat", help="anchor attention kernel")
+    parser.add_argument("--channels-last", action="store_true", help="UNet and VAE channels-last")
+    parser.add_argument("--vae-tiling", action="store_true", help="tiled VAE encode and decode")
+    parser.add_argument("--reduced-anchors", choices=["finest", "all"], help="anchors pooled 2x2 at these levels")
+    parser.add_argument("--no-overlap-io", dest="overlap_io", action="store_false",
+                        help="decode and encode in the main thread, not beside the model")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help=f"the device's peak, for the achieved fraction (CUDA default {_H100_DENSE_TFLOPS})")
     parser.add_argument("--json", type=pathlib.Path, help="also write the results here")
@@ -205,9 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     peak = args.peak_tflops or (_H100_DENSE_TFLOPS if device.type == "cuda" else None)
     pipe = FairyPipeline(**build_sd15_shaped_components()).to(device, dtype=dtype)
     pipe.use_anchor_kernel(args.kernel)
+    pipe.use_channels_last(args.channels_last)
+    pipe.use_vae_tiling(args.vae_tiling)
+    if args.reduced_anchors:
+        pipe.use_reduced_anchors(2, args.reduced_anchors)
     pipe.set_progress_bar_config(disable=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    results = {"device": name, "dtype": dtype_name, "kernel": args.kernel, "frames": args.frames,
+    options = {"channels_last": args.channels_last, "vae_tiling": args.vae_tiling,
+               "reduced_anchors": args.reduced_anchors, "overlap_io": args.overlap_io}
+    results = {"device": name, "dtype": dtype_name, "kernel": args.kernel, "options": options, "frames": args.frames,
                "size": f"{args.width}x{args.height}", "steps": args.steps, "batch_size": args.batch_size, "runs": {}}
     params = FairyParams(steps=args.steps)
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     fairy_run, baseline = results["runs"][f"K={args.anchors}"], results["runs"]["K=0"]
     results["fairy_over_per_frame"] = round(fairy_run["seconds"] / baseline["seconds"], 3)
 
-    print(f"{name}, {dtype_name}, kernel {args.kernel}: {args.frames} frames {args.width}x{args.height}, "
-          f"{args.steps} steps, batch {args.batch_size}")
+    print(f"{name}, {dtype_name}, kernel {args.kernel}, options {options}: {args.frames} frames "
+          f"{args.width}x{args.height}, {args.steps} steps, batch {args.batch_size}")
     for label, run in results["runs"].items():
         memory = f", peak memory {run['peak_memory_gib']} GiB" if "peak_memory_gib" in run else ""
         fraction = f" ({run['fraction_of_peak'] * 100:.1f} % of peak)" if "fraction_of_peak" in run else ""

@@ -61,14 +61,18 @@ def test_the_pipeline_edits_the_same_frames_with_either_kernel(tiny_pipe):
 
 
 @pytest.mark.slow
-def test_gpu_bench_runs_on_the_cpu(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [[], ["--kernel", "merged", "--channels-last", "--reduced-anchors", "finest",
+                                          "--no-overlap-io", "--vae-tiling"]])
+def test_gpu_bench_runs_on_the_cpu(tmp_path, monkeypatch, options):
     monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[2] / "bench"))
     import gpu_fairy
 
     out = tmp_path / "results.json"
     assert gpu_fairy.main(["--device", "cpu", "--frames", "3", "--width", "64", "--height", "64", "--steps", "1",
-                           "--anchors", "1", "--batch-size", "2", "--json", str(out)]) == 0
+                           "--anchors", "1", "--batch-size", "2", "--json", str(out), *options]) == 0
     results = json.loads(out.read_text())
+    assert results["options"]["reduced_anchors"] == ("finest" if options else None)
+    assert results["options"]["overlap_io"] == (not options)
     fairy_run, baseline = results["runs"]["K=1"], results["runs"]["K=0"]
     for run in (fairy_run, baseline):
         assert run["seconds"] > 0 and run["tflop"] > 0
