@@ -33,6 +33,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from .attention import AnchorCache, layer_scale, self_attention_layers, set_anchor_attention
 from .errors import EditCancelled
 from .noise import frame_generators, initial_latents
+from .sampling import draw_step_noise, draws_ahead, euler_ancestral_step, scale_input
 
 __all__ = ["FairyPipeline", "FairyPipelineOutput", "FairyParams", "PipelineProgress", "anchor_indices_for"]
 
@@ -273,14 +274,23 @@ class FairyPipeline(DiffusionPipeline):
         latents = latents * self.scheduler.init_noise_sigma
 
         timesteps = self.scheduler.timesteps
-        # Only stochastic samplers (Euler Ancestral, DDIM with eta > 0, ...) take generators.
+        # Euler Ancestral (the paper's sampler) takes every step's noise drawn now, so that the loop never waits
+        # for a host-to-device copy (fairy.sampling); other stochastic samplers (DDIM with eta > 0, ...) draw
+        # theirs from the generators in each step.
+        ahead = draws_ahead(self.scheduler)
+        if ahead:
+            step_noise = draw_step_noise(generators, len(timesteps), tuple(latents.shape[1:]), dtype=prompt_embeds.dtype,
+                                         device=self.device)  # fmt: skip
         step_kwargs = {"generator": generators} if _accepts(self.scheduler.step, "generator") else {}
         for i, t in enumerate(timesteps):
             if should_cancel is not None and should_cancel():
                 raise EditCancelled("the edit was cancelled")
             self.anchor_cache.set_pass(mode, step=i, num_branches=branches)
             model_input = torch.cat([latents] * branches) if branches > 1 else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            if ahead:
+                model_input = scale_input(self.scheduler, model_input, i)
+            else:
+                model_input = self.scheduler.scale_model_input(model_input, t)
             model_input = torch.cat([model_input, image_latents], dim=1).contiguous(memory_format=self.memory_format)
             noise_pred = self.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
             if branches == 3:
@@ -290,7 +300,10 @@ class FairyPipeline(DiffusionPipeline):
                     + params.guidance_scale * (text_pred - image_pred)
                     + params.image_guidance_scale * (image_pred - uncond_pred)
                 )
-            latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            if ahead:
+                latents = euler_ancestral_step(self.scheduler, noise_pred, latents, i, step_noise[i])
+            else:
+                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
             if callback is not None:
                 done = frames_done + (count if i == len(timesteps) - 1 else 0)
                 callback(PipelineProgress(phase, i + 1, len(timesteps), done, total_frames))
