@@ -4,7 +4,7 @@ the same computation as the real model without a download) edits a clip decode t
     python bench/gpu_fairy.py                          # CUDA: 120 frames 512x384, 10 steps, K = 3 and K = 0
     python bench/gpu_fairy.py --device cpu --frames 4 --width 64 --height 64 --steps 2   # what CI runs
     python bench/gpu_fairy.py --dtype bf16 --kernel merged --json results.json
-    python bench/gpu_fairy.py --channels-last --reduced-anchors finest --vae-tiling --no-overlap-io
+    python bench/gpu_fairy.py --channels-last --reduced-anchors finest --vae-tiling --no-overlap-io --compiled-blocks
 
 For K = 3 (Fairy) and K = 0 (per-frame editing, the baseline) it prints the wall time of ``edit_video`` and
 frames per second, then, from a second, instrumented run, the time of each phase (video decode, VAE
@@ -193,20 +193,37 @@ def _run(pipe, clip, out_dir, args, anchors, instrument: bool) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def use_options(pipe, *, kernel="concat", channels_last=False, vae_tiling=False, reduced_anchors=None,
+                compiled_blocks=False) -> None:
+    """Set every fast-path option of ``pipe`` (the defaults: the plain path)."""
+    pipe.use_anchor_kernel(kernel)
+    pipe.use_channels_last(channels_last)
+    pipe.use_vae_tiling(vae_tiling)
+    pipe.use_reduced_anchors(2 if reduced_anchors else 1, reduced_anchors or "finest")
+    if compiled_blocks != pipe.compiled_blocks:
+        pipe.use_compiled_blocks(compiled_blocks)
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job's options, defaulting to the target: CUDA, 120 frames at 512x384, 10 steps, batches of 8."""
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--anchors", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_job_arguments(parser)
+    parser.add_argument("--anchors", type=int, default=3)
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="default: fp16 on CUDA, fp32 on the CPU")
     parser.add_argument("--kernel", choices=["concat", "merged"], default="concat", help="anchor attention kernel")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE channels-last")
     parser.add_argument("--vae-tiling", action="store_true", help="tiled VAE encode and decode")
     parser.add_argument("--reduced-anchors", choices=["finest", "all"], help="anchors pooled 2x2 at these levels")
+    parser.add_argument("--compiled-blocks", action="store_true", help="torch.compile each UNet and VAE block")
     parser.add_argument("--no-overlap-io", dest="overlap_io", action="store_false",
                         help="decode and encode in the main thread, not beside the model")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -224,14 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, _DTYPES[dtype_name])
     peak = args.peak_tflops or (_H100_DENSE_TFLOPS if device.type == "cuda" else None)
     pipe = FairyPipeline(**build_sd15_shaped_components()).to(device, dtype=dtype)
-    pipe.use_anchor_kernel(args.kernel)
-    pipe.use_channels_last(args.channels_last)
-    pipe.use_vae_tiling(args.vae_tiling)
-    if args.reduced_anchors:
-        pipe.use_reduced_anchors(2, args.reduced_anchors)
+    use_options(pipe, kernel=args.kernel, channels_last=args.channels_last, vae_tiling=args.vae_tiling,
+                reduced_anchors=args.reduced_anchors, compiled_blocks=args.compiled_blocks)
     pipe.set_progress_bar_config(disable=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    options = {"channels_last": args.channels_last, "vae_tiling": args.vae_tiling,
+    options = {"channels_last": args.channels_last, "vae_tiling": args.vae_tiling, "compiled_blocks": args.compiled_blocks,
                "reduced_anchors": args.reduced_anchors, "overlap_io": args.overlap_io}
     results = {"device": name, "dtype": dtype_name, "kernel": args.kernel, "options": options, "frames": args.frames,
                "size": f"{args.width}x{args.height}", "steps": args.steps, "batch_size": args.batch_size, "runs": {}}

@@ -240,6 +240,9 @@ class AnchorAttnProcessor:
         self.kernel = kernel
         self.pool = pool
 
+    # Kept out of torch.compile'd graphs (FairyPipeline.use_compiled_blocks): the pass and step it reads from
+    # the cache are Python values the compiler would specialise on, one graph per step.
+    @torch.compiler.disable
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         if encoder_hidden_states is not None:
             raise ValueError(f"{self.layer}: AnchorAttnProcessor is for self-attention layers (attn1) only")

@@ -152,7 +152,8 @@ def build_sd15_shaped_components(seed: int = 0) -> dict:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = _stable_diffusion_scheduler()
+    with torch.device("cpu"):  # the scheduler keeps its tables on the host, whatever device the models are drawn on
+        scheduler = _stable_diffusion_scheduler()
     for model in (unet, vae, text_encoder):
         model.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
