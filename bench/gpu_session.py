@@ -67,6 +67,7 @@ def plan(half: str) -> list[Config]:
         Config("cudnn-benchmark", half, cudnn_benchmark=True),
         Config("no-overlap-io", half, anchors=(3,), overlap_io=False),
         # (The tiled VAE is not here: its tiles are 512 px, so at 512x384 it does nothing.)
+        Config(f"{half}-again", half),  # the plain path once more: how far the device drifted over the session
     ]
 
 
@@ -187,8 +188,12 @@ def run_config(pipe, config: Config, clip, tmp: pathlib.Path, args, flops_cache:
         warm = argparse.Namespace(**{**vars(run_args), "frames": min(run_args.frames, 2 * run_args.batch_size)})
         gpu_fairy._run(pipe, clip, tmp, warm, 1, False)  # warm-up: kernels, autotuning, compiled graphs
         result["warm_up_seconds"] = round(time.perf_counter() - began, 2)
+        timed = {anchors: [] for anchors in config.anchors}
+        for _ in range(args.repeats):  # K values interleaved, so a drift in the device's speed hits them alike
+            for anchors in config.anchors:
+                timed[anchors].append(gpu_fairy._run(pipe, clip, tmp, run_args, anchors, instrument=False))
         for anchors in config.anchors:
-            run = gpu_fairy._run(pipe, clip, tmp, run_args, anchors, instrument=False)
+            run = median_run(timed[anchors])
             if config.phases:
                 run["phases"] = gpu_fairy._run(pipe, clip, tmp, run_args, anchors, instrument=True)["phases"]
             key = (anchors, config.reduced_anchors)
@@ -205,6 +210,18 @@ def run_config(pipe, config: Config, clip, tmp: pathlib.Path, args, flops_cache:
             run["gflop_by_part"] = {part: round(value / 1e9, 3) for part, value in flops.items()}
             result["runs"][f"K={anchors}"] = run
     return result
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median wall time (the lower middle for an even count), with every run's seconds and the
+    highest peak memory beside it."""
+    ordered = sorted(runs, key=lambda run: run["seconds"])
+    run = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        run["seconds_each"] = [r["seconds"] for r in runs]
+        if "peak_memory_gib" in run:
+            run["peak_memory_gib"] = max(r["peak_memory_gib"] for r in runs)
+    return run
 
 
 def choose_best(half: str, results: dict) -> Config | None:
@@ -255,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half", choices=sorted(gpu_fairy._DTYPES), default="fp16",
                         help="the precision the options run in (fp32 for a CPU dry run: half is slow there)")
     parser.add_argument("--only", help="comma-separated names of configurations, 'precision' and 'best' (default: all)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed runs of each K per configuration, interleaved; the median is reported")
     parser.add_argument("--budget-s", type=float, default=float("inf"),
                         help="skip a configuration that would end past this many seconds from the start")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/out/gpu"))
@@ -288,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     def affordable(config: Config) -> bool:
         if per_run is None:
             return True
-        runs = len(config.anchors) * (2 if config.phases else 1) + 1  # + the warm-up
+        runs = len(config.anchors) * (args.repeats + (1 if config.phases else 0)) + 1  # + the warm-up
         estimate = per_run * runs * 1.3 + (240 if config.compiled else 0)
         return time.perf_counter() - started + estimate < args.budget_s
 

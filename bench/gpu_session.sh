@@ -38,4 +38,4 @@ export PYTHONPATH="$PWD:$PWD/proto:/tmp/fairy-src${PYTHONPATH:+:$PYTHONPATH}" PY
 # One process: the model is built once per precision, the options switched on and off on it.
 python3 bench/gpu_session.py --device "${DEVICE:-cuda}" --frames "${FRAMES:-120}" --width "${WIDTH:-512}" \
     --height "${HEIGHT:-384}" --steps "${STEPS:-10}" --batch-size "${BATCH:-8}" --half "${HALF:-fp16}" \
-    --budget-s "${BUDGET_S:-420}" ${ONLY:+--only "$ONLY"} --out "$out" 2>&1 | tee "$out/log.txt"
+    --repeats "${REPEATS:-1}" --budget-s "${BUDGET_S:-420}" ${ONLY:+--only "$ONLY"} --out "$out" 2>&1 | tee "$out/log.txt"

@@ -48,9 +48,12 @@ def test_the_session_measures_each_configuration_and_combines_what_paid(tmp_path
 
 @pytest.mark.slow
 def test_a_configuration_past_the_budget_is_skipped_and_named(tmp_path, gpu_session):
-    assert gpu_session.main([*_SMALL, "--only", "fp32,merged", "--budget-s", "0", "--out", str(tmp_path)]) == 0
+    assert gpu_session.main([*_SMALL, "--only", "fp32,merged", "--budget-s", "0", "--repeats", "2",
+                             "--out", str(tmp_path)]) == 0
     configs = json.loads((tmp_path / "results.json").read_text())["configs"]
-    assert "K=3" in configs["fp32"]["runs"]  # the first always runs: its time is what the rest are judged by
+    # The first always runs (its time is what the rest are judged by), each K twice with --repeats 2.
+    for run in configs["fp32"]["runs"].values():
+        assert len(run["seconds_each"]) == 2 and run["seconds"] == min(run["seconds_each"])
     assert configs["merged"] == {"skipped": "not enough time left in --budget-s"}
     assert "merged | not enough time left" in (tmp_path / "summary.txt").read_text()
 
@@ -65,3 +68,10 @@ def test_the_best_combination_takes_only_options_that_beat_the_base_by_two_perce
     assert (best.dtype, best.kernel, best.channels_last, best.cudnn_benchmark, best.batch_size, best.compiled) == (
         "fp16", "merged", False, True, None, True)
     assert gpu_session.choose_best("fp16", {"fp16": {"error": "x"}}) is None
+
+
+def test_the_median_run_is_reported_with_every_time_and_the_highest_memory(gpu_session):
+    runs = [{"seconds": 3.0, "peak_memory_gib": 1.0}, {"seconds": 1.0, "peak_memory_gib": 2.0},
+            {"seconds": 2.0, "peak_memory_gib": 1.5}]
+    assert gpu_session.median_run(runs) == {"seconds": 2.0, "peak_memory_gib": 2.0, "seconds_each": [3.0, 1.0, 2.0]}
+    assert gpu_session.median_run(runs[:1]) == runs[0]
