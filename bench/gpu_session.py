@@ -168,7 +168,7 @@ def precision_check(device, clip, args, pipelines: dict) -> dict:
 
     def psnr(a, b):  # frames in [0, 1]
         mse = float(((a - b) ** 2).mean())
-        return round(10 * np.log10(1.0 / mse), 2) if mse else float("inf")
+        return round(float(10 * np.log10(1.0 / mse)), 2) if mse else float("inf")
 
     return {"frames": count - 3, "fp16_psnr_db": psnr(outputs["fp16"], outputs["fp32"]),
             "bf16_psnr_db": psnr(outputs["bf16"], outputs["fp32"])}

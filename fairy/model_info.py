@@ -3,8 +3,8 @@
 A model folder may hold ``fairy_model.json`` beside ``model_index.json``: its
 working size (``long_side``, the longer side frames are edited at when the
 caller gives none), the guidance its makers recommend (``recommended``), the
-edits it was trained and evaluated on, and how it was made. Fairy's shipped small model lives inside the package and is named
-``builtin:small``.
+edits it was trained and evaluated on, and how it was made. Fairy's shipped
+small model lives inside the package and is named ``builtin:small``.
 """
 
 from __future__ import annotations
