@@ -6,8 +6,9 @@ Moving clips over the held-out photographs (``fairy.training.clips``: camera
 pan, zoom, small rotation, and a pan with objects crossing it), edited with
 the small model's edits, whose exact result is known frame by frame, at the
 guidance the small model's recipe recommends. Two models from one recipe run
-(``fairy train-small``): ``WORK/plain`` (finetuned without the equivariant
-augmentation: the control) and ``WORK/equivariant`` (with it: the shipped
+(``fairy train-small``), both given anchored training (``fairy train
+--anchors 3``): ``WORK/anchored-plain`` (finetuned without the equivariant
+augmentation: the control) and ``WORK/anchored`` (with it: the shipped
 model), each with K = 0 (per-frame editing) and K = 3 (Fairy), under both
 noise policies: per-frame initial noise (each frame's own, from the seed and
 its index: what editing frame by frame does) and shared initial noise (the
@@ -35,7 +36,7 @@ import time
 import numpy as np
 
 from fairy.loading import load_pipeline
-from fairy.metrics import warp_error
+from fairy.metrics import circular_std_degrees, warp_error
 from fairy.training.clips import camera_clip
 from fairy.training.data import HELD_OUT_PHOTOS, load_photo
 from fairy.training.edits import edit_by_name, hue_rotation_angle
@@ -49,17 +50,6 @@ _MODELS = {"plain": "no equivariant finetuning", "equivariant": "equivariant fin
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
-
-
-def circular_std_degrees(angles: list[float]) -> float:
-    """Circular standard deviation (degrees) of the angles; frames with no measurable hue are left out."""
-    angles = np.asarray(angles, dtype=np.float64)
-    angles = angles[np.isfinite(angles)]
-    if angles.size < 2:
-        return float("nan")
-    z = np.exp(1j * np.deg2rad(angles))
-    length = min(1.0, float(np.abs(z.mean())))
-    return float(np.rad2deg(np.sqrt(-2 * np.log(max(length, 1e-12)))))
 
 
 def _mean(values: list[float]) -> float | None:
@@ -126,6 +116,7 @@ def check_targets(rows: list[dict], noise: str) -> list[str]:
     lower = finetuned["camera_warp_error_e3"] < fairy["camera_warp_error_e3"]
     lines.append(f"camera-motion warp error, finetuned {finetuned['camera_warp_error_e3']:.2f} against "
                  f"{fairy['camera_warp_error_e3']:.2f} without (target: lower) {'met' if lower else 'NOT met'}")
+    ratio("ambiguous edit's answer spread, Fairy over per-frame editing", fairy, per_frame, "hue_angle_std", 0.2)
     ratio("ambiguous edit's answer spread, Fairy + finetuning over per-frame editing", finetuned, per_frame,
           "hue_angle_std", 0.2)
     if finetuned["psnr"] is not None and per_frame["psnr"] is not None:
@@ -138,8 +129,8 @@ def check_targets(rows: list[dict], noise: str) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=pathlib.Path, default=pathlib.Path("build/train-small"))
-    parser.add_argument("--plain", help="the control model (default WORK/plain)")
-    parser.add_argument("--equivariant", help="the equivariant-finetuned model (default WORK/equivariant)")
+    parser.add_argument("--plain", help="the control model (default WORK/anchored-plain)")
+    parser.add_argument("--equivariant", help="the equivariant-finetuned model (default WORK/anchored)")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", default="128x96")
     parser.add_argument("--edits", default="night,sepia,palette")
@@ -151,8 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     edits = [edit_by_name(n) for n in args.edits.split(",")]
     wanted = args.motions.split(",")
     clips = {(m, p): camera_clip(load_photo(p), m, frames=args.frames, size=(width, height)) for m, p in _CLIPS if m in wanted}
-    models = {"plain": args.plain or str(args.work_dir / "plain"),
-              "equivariant": args.equivariant or str(args.work_dir / "equivariant")}
+    models = {"plain": args.plain or str(args.work_dir / "anchored-plain"),
+              "equivariant": args.equivariant or str(args.work_dir / "anchored")}
     pipes = {name: load_pipeline(path, device="cpu") for name, path in models.items()}
     exact_edit = next(e for e in edits if not e.ambiguous)  # an ambiguous edit's exact result flickers by design
     floor = np.mean([warp_error(c, _to_uint8(np.stack([exact_edit.apply(f / 255.0) for f in c]))) for c in clips.values()])

@@ -76,6 +76,11 @@ def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="default: bf16 (or fp16) on CUDA, no on the CPU")
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUTPUT-checkpoints/")
+    train.add_argument("--anchors", type=int, default=0, metavar="K",
+                       help="anchored training: each example as K anchors and a frame through Fairy's anchor and frame "
+                            "passes, so that self-attention learns to read the anchors (0: off; see docs/model.md)")
+    train.add_argument("--ambiguous-share", type=float,
+                       help="builtin:procedural only: the share of examples drawn from the ambiguous edits (default: uniform)")
 
     small = commands.add_parser("train-small", help="reproduce the shipped small model (builtin:small) from scratch on this machine")
     small.add_argument("-o", "--output", type=pathlib.Path, required=True, help="the model folder to write (must not exist)")
@@ -132,14 +137,19 @@ def run_edit(args, source: pathlib.Path, output: pathlib.Path, start: int, frame
 
 
 def run_train(args) -> int:
+    from .errors import InvalidInputError
+    from .training.anchored import AnchoredTraining
     from .training.trainer import TrainConfig, train
 
+    if args.anchors < 0:
+        raise InvalidInputError(f"--anchors must be 0 (off) or more, got {args.anchors}")
     config = TrainConfig(
         data=args.data, base=args.base, output=args.output, steps=args.steps, batch_size=args.batch_size,
         resolution=args.resolution, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps, equivariant=args.equivariant, conditioning_dropout=args.conditioning_dropout,
         train_text_encoder=args.train_text_encoder, seed=args.seed, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision, device=args.device, resume=args.resume,
+        anchored=AnchoredTraining(anchors=args.anchors) if args.anchors else None, ambiguous_share=args.ambiguous_share,
     )  # fmt: skip
     result = train(config)
     print(f"wrote {result.output} ({result.steps} steps, final loss {sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}) "

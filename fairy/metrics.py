@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["flow_farneback", "warp_error"]
+__all__ = ["circular_std_degrees", "flow_farneback", "warp_error"]
 
 # Farneback settings (OpenCV's documented example values); a 5-level pyramid
 # follows motions of tens of pixels at 512 px.
@@ -121,3 +121,18 @@ def warp_error(source_frames: np.ndarray, edited_frames: np.ndarray, *, flow: st
         squared = ((warped - edited_t) ** 2).sum(-1)
         errors.append(float(squared[valid].sum() / count))
     return float(np.mean(errors)) if errors else float("nan")
+
+
+def circular_std_degrees(angles) -> float:
+    """Circular standard deviation (degrees) of ``angles`` (degrees); NaN entries (no measurable angle) are left out.
+
+    How much an ambiguous edit's answer varies over a clip: for a hue rotation, the angle each frame took.
+    NaN when fewer than two angles remain.
+    """
+    angles = np.asarray(angles, dtype=np.float64)
+    angles = angles[np.isfinite(angles)]
+    if angles.size < 2:
+        return float("nan")
+    z = np.exp(1j * np.deg2rad(angles))
+    length = min(1.0, float(np.abs(z.mean())))
+    return float(np.rad2deg(np.sqrt(-2 * np.log(max(length, 1e-12)))))

@@ -4,6 +4,7 @@
 * ``edits``: the procedural edits (exact functions of the source) the small model learns;
 * ``data``: triplet folders and ``builtin:procedural`` data;
 * ``loop``: the resumable optimisation loop; ``trainer``: ``fairy train``;
+* ``anchored``: anchored training (``--anchors K``), each example a tiny clip through Fairy's two passes;
 * ``small_model``: the small model's architecture; ``recipe``: ``fairy train-small``;
 * ``evaluate``: scores on held-out photographs; ``clips``: moving test clips with known edits.
 

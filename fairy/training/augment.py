@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AffineRanges", "AffineParams", "sample_affine", "affine_matrix", "apply_affine", "augment_pair", "RESIZE_RATIO"]
+__all__ = ["AffineRanges", "AffineParams", "sample_affine", "affine_matrix", "apply_affine", "augment_pair", "resize_for_crops", "RESIZE_RATIO"]
 
 # The paper resizes to 288 and crops 256: the crop is this fraction of the resized side.
 RESIZE_RATIO = 288 / 256
@@ -85,6 +85,18 @@ def apply_affine(images: torch.Tensor, params: AffineParams) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def resize_for_crops(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``images`` (``N x C x H x W``) resized together, shorter side to ``resolution x 288/256`` (the paper's
+    288 for 256 crops), so that a ``resolution``-square crop has room to move."""
+    resized = round(resolution * RESIZE_RATIO)
+    height, width = images.shape[-2:]
+    factor = resized / min(height, width)
+    size = (max(resized, round(height * factor)), max(resized, round(width * factor)))
+    if size == (height, width):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
+
+
 def augment_pair(
     source: torch.Tensor,
     target: torch.Tensor,
@@ -96,19 +108,14 @@ def augment_pair(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One training view of a pair (``C x H x W`` each, same size): the same randomness for both.
 
-    Equivariant: random affine, then resize (shorter side to ``resolution x
-    288/256``) and a random ``resolution``-square crop. Without: the resize and
-    crop alone. Either way a random horizontal flip, as InstructPix2Pix trains.
+    Equivariant: resize (shorter side to ``resolution x 288/256``), one random
+    affine transform, then a random ``resolution``-square crop. Without: the
+    resize and crop alone. Either way a random horizontal flip, as InstructPix2Pix trains.
     """
     if source.shape != target.shape:
         raise ValueError(f"source and target must have the same size, got {tuple(source.shape)} and {tuple(target.shape)}")
-    pair = torch.stack([source, target])
-    resized = round(resolution * RESIZE_RATIO)
-    height, width = pair.shape[-2:]
-    factor = resized / min(height, width)
-    size = (max(resized, round(height * factor)), max(resized, round(width * factor)))
-    if size != (height, width):
-        pair = F.interpolate(pair, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
+    pair = resize_for_crops(torch.stack([source, target]), resolution)
+    size = pair.shape[-2:]
     if equivariant:
         pair = apply_affine(pair, sample_affine(rng, ranges))
     top = int(rng.integers(0, size[0] - resolution + 1))

@@ -91,14 +91,28 @@ class ProceduralEdits:
         photos: the photographs to crop (default ``TRAIN_PHOTOS``).
     """
 
-    def __init__(self, size: int, *, edits: Sequence[Edit] = EDITS, photos: Sequence[str] = TRAIN_PHOTOS, seed: int = 0):
+    def __init__(self, size: int, *, edits: Sequence[Edit] = EDITS, photos: Sequence[str] = TRAIN_PHOTOS, seed: int = 0,
+                 ambiguous_share: float | None = None):
+        if ambiguous_share is not None and not 0 <= ambiguous_share <= 1:
+            raise InvalidInputError(f"the ambiguous edits' share must lie in [0, 1], got {ambiguous_share}")
         self.size = size
         self.edits = tuple(edits)
+        self.ambiguous_share = ambiguous_share
+        self._by_kind = (tuple(e for e in self.edits if not e.ambiguous), tuple(e for e in self.edits if e.ambiguous))
         self.photos = tuple(load_photo(p) for p in photos)
         self.textures = tuple(load_photo(t) for t in _GRAY_TEXTURES)
         self.seed = seed
 
     def __getitem__(self, index: int) -> Example:
+        source, edit, target, instruction = self._draw(index)
+        return _to_chw(source), _to_chw(target.astype(np.float32)), instruction
+
+    def other_answer(self, index: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """Another right answer for example ``index`` (drawn with ``rng``) when its edit is ambiguous, else None."""
+        source, edit, _, _ = self._draw(index)
+        return _to_chw(edit.apply(source, rng).astype(np.float32)) if edit.ambiguous else None
+
+    def _draw(self, index: int):
         rng = np.random.default_rng([self.seed, index])
         kind = rng.random()
         if kind < 0.5:
@@ -107,10 +121,15 @@ class ProceduralEdits:
             source = _colourise(_random_crop(self.textures[rng.integers(len(self.textures))], self.size, rng), rng)
         else:
             source = random_scene(self.size, rng)
-        edit = self.edits[rng.integers(len(self.edits))]
+        if self.ambiguous_share is None:  # uniform over the edits
+            edit = self.edits[rng.integers(len(self.edits))]
+        else:
+            deterministic, ambiguous = self._by_kind
+            pool = ambiguous if (rng.random() < self.ambiguous_share and ambiguous) or not deterministic else deterministic
+            edit = pool[rng.integers(len(pool))]
         target = edit.apply(source, rng)
         instruction = edit.instructions[rng.integers(len(edit.instructions))]
-        return _to_chw(source), _to_chw(target.astype(np.float32)), instruction
+        return source, edit, target, instruction
 
 
 def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -226,8 +245,14 @@ def _read_metadata(folder: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Pat
     return examples
 
 
-def open_dataset(data: str, *, size: int, seed: int = 0):
-    """``builtin:procedural`` or a triplet folder, as an indexable dataset of examples."""
+def open_dataset(data: str, *, size: int, seed: int = 0, ambiguous_share: float | None = None):
+    """``builtin:procedural`` or a triplet folder, as an indexable dataset of examples.
+
+    ``ambiguous_share``: the share of procedural examples drawn from the
+    ambiguous edits (default: every edit equally often); procedural data only.
+    """
     if data == PROCEDURAL_DATA:
-        return ProceduralEdits(size, seed=seed)
+        return ProceduralEdits(size, seed=seed, ambiguous_share=ambiguous_share)
+    if ambiguous_share is not None:
+        raise InvalidInputError(f"--ambiguous-share is for {PROCEDURAL_DATA} only (a triplet folder's edits are its own)")
     return TripletFolder(data)

@@ -13,10 +13,16 @@ checkpoint, so the recipe can be run across several sittings):
    ``base`` trained on for a second cosine cycle at a lower peak learning
    rate (a warm restart that reuses its weights instead of starting over);
 4. ``equivariant``: ``refine`` (or ``base``) finetuned with Fairy's
-   equivariant augmentation: the shipped model;
+   equivariant augmentation;
 5. ``plain``: ``refine`` (or ``base``) finetuned for as long without it, the
    control for the quality benchmark's ablation;
-6. the shipped model is evaluated on the held-out photographs and copied to
+6. ``anchored``: ``equivariant`` given anchored training
+   (``fairy.training.anchored``: each example as 3 anchors and a frame through
+   Fairy's two passes, so that its self-attention learns to read the anchors),
+   still with the equivariant augmentation: the shipped model;
+7. ``anchored-plain``: ``plain`` given the same anchored training without the
+   augmentation: the ablation's control;
+8. the shipped model is evaluated on the held-out photographs and copied to
    ``--output`` with its scores and the edits that pass in ``fairy_model.json``.
 """
 
@@ -45,6 +51,9 @@ class Recipe:
     finetune_steps: int = 200
     finetune_resolution: int = 64
     finetune_learning_rate: float = 2e-4
+    anchored_steps: int = 400
+    anchored_learning_rate: float = 3e-4
+    anchored_ambiguous_share: float = 0.5
     batch_size: int = 16
     eval_images_per_photo: int = 8
 
@@ -73,6 +82,7 @@ def _stage_init(folder: pathlib.Path, recipe: Recipe) -> None:
 def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SHIPPED_RECIPE, *, progress: bool = True) -> dict:
     """Run every stage not yet done (see the module doc); returns the evaluation of the shipped model."""
     from ..errors import OutputExistsError
+    from .anchored import AnchoredTraining
     from .evaluate import evaluate_edits, write_scores
     from .trainer import TrainConfig, checkpoint_dir_for, train
 
@@ -80,45 +90,55 @@ def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SH
         raise OutputExistsError(f"the output folder {output} exists; pick a new one (nothing was written)")
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
-    stages = {name: work_dir / name for name in ("init", "base", "refine", "equivariant", "plain")}
+    stages = {name: work_dir / name for name in ("init", "base", "refine", "equivariant", "plain", "anchored", "anchored-plain")}
 
     if not stages["init"].is_dir():
-        _log("stage 1/6: fresh components")
+        _log("stage 1/8: fresh components")
         _stage_init(stages["init"], recipe)
 
-    def editor(stage: str, base: str, *, steps, resolution, learning_rate, equivariant, warmup, schedule, seed) -> None:
+    def editor(stage: str, base: str, *, steps, resolution, learning_rate, equivariant, warmup, schedule, seed,
+               anchored=None, ambiguous_share=None) -> None:
         out = stages[stage]
         if out.is_dir():
             return
         config = TrainConfig(
-            data="builtin:procedural", base=str(stages[base]), output=out, steps=steps, batch_size=recipe.batch_size,
+            data="builtin:procedural", base=str(stages[base]), output=out, steps=steps,
+            # An anchored example takes its anchors and a frame: a whole number of them.
+            batch_size=max(anchored.group, recipe.batch_size // anchored.group * anchored.group) if anchored else recipe.batch_size,
             resolution=resolution, learning_rate=learning_rate, lr_schedule=schedule, warmup_steps=warmup,
             equivariant=equivariant, train_text_encoder=True, seed=seed, checkpoint_every=50,
-            resume=checkpoint_dir_for(out).is_dir(),
+            resume=checkpoint_dir_for(out).is_dir(), anchored=anchored, ambiguous_share=ambiguous_share,
         )  # fmt: skip
         train(config, progress=progress)
 
-    _log("stage 2/6: the editor from scratch (no equivariant augmentation)")
+    _log("stage 2/8: the editor from scratch (no equivariant augmentation)")
     editor("base", "init", steps=recipe.base_steps, resolution=recipe.base_resolution,
            learning_rate=recipe.base_learning_rate, equivariant=False, warmup=50, schedule="cosine", seed=recipe.seed)  # fmt: skip
     start = "base"
     if recipe.refine_steps:
-        _log("stage 3/6: a second cycle on the same data (no equivariant augmentation)")
+        _log("stage 3/8: a second cycle on the same data (no equivariant augmentation)")
         editor("refine", "base", steps=recipe.refine_steps, resolution=recipe.base_resolution,
                learning_rate=recipe.refine_learning_rate, equivariant=False, warmup=50, schedule="cosine", seed=recipe.seed + 2)  # fmt: skip
         start = "refine"
-    _log("stage 4/6: equivariant finetuning (the shipped model)")
+    _log("stage 4/8: equivariant finetuning")
     editor("equivariant", start, steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
            learning_rate=recipe.finetune_learning_rate, equivariant=True, warmup=0, schedule="cosine", seed=recipe.seed + 1)  # fmt: skip
-    _log("stage 5/6: plain finetuning (the ablation's control)")
+    _log("stage 5/8: plain finetuning (the ablation's control)")
     editor("plain", start, steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
            learning_rate=recipe.finetune_learning_rate, equivariant=False, warmup=0, schedule="cosine", seed=recipe.seed + 1)  # fmt: skip
 
-    _log("stage 6/6: evaluation on the held-out photographs")
-    scores = evaluate_edits(str(stages["equivariant"]), count_per_photo=recipe.eval_images_per_photo, progress=progress,
+    anchored = AnchoredTraining(anchors=3)
+    for stage, start, equivariant, number in (("anchored", "equivariant", True, 6), ("anchored-plain", "plain", False, 7)):
+        _log(f"stage {number}/8: anchored training of {start!r}" + (" (the shipped model)" if stage == "anchored" else " (the control)"))
+        editor(stage, start, steps=recipe.anchored_steps, resolution=recipe.finetune_resolution,
+               learning_rate=recipe.anchored_learning_rate, equivariant=equivariant, warmup=0, schedule="cosine",
+               seed=recipe.seed + 3, anchored=anchored, ambiguous_share=recipe.anchored_ambiguous_share)  # fmt: skip
+
+    _log("stage 8/8: evaluation on the held-out photographs")
+    scores = evaluate_edits(str(stages["anchored"]), count_per_photo=recipe.eval_images_per_photo, progress=progress,
                             guidance=RECOMMENDED_GUIDANCE)  # fmt: skip
     with atomic_path(output) as partial:  # a hidden folder beside output, renamed onto it when complete
-        shutil.copytree(stages["equivariant"], partial)
+        shutil.copytree(stages["anchored"], partial)
         write_scores(partial, scores, recipe=dataclasses.asdict(recipe), recommended=RECOMMENDED_GUIDANCE)
     _log(f"wrote {output}")
     return scores

@@ -34,6 +34,7 @@ import torch
 from fairy_proto.files import atomic_path
 
 from ..errors import InvalidInputError, ModelLoadError, OutputExistsError
+from .anchored import AnchoredTraining, anchored_loss, anchored_predictions, anchored_timesteps, clip_views
 from .augment import augment_pair
 from .loop import LoopConfig, run_loop
 
@@ -59,6 +60,10 @@ class TrainConfig:
     mixed_precision: str | None = None  # None: bf16 on a CUDA GPU that has it, else fp16 on CUDA, none on the CPU
     device: str | None = None
     resume: bool = False
+    # Anchored training (fairy.training.anchored): each example as K anchors and a frame through the anchor and
+    # frame passes; None: single images, as InstructPix2Pix trains.
+    anchored: AnchoredTraining | None = None
+    ambiguous_share: float | None = None  # builtin:procedural only: the ambiguous edits' share (None: uniform)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +135,12 @@ def _check_config(config: TrainConfig) -> None:
         raise InvalidInputError(f"--conditioning-dropout must lie in [0, 1/3], got {config.conditioning_dropout}")
     if config.learning_rate <= 0:
         raise InvalidInputError(f"--learning-rate must be positive, got {config.learning_rate}")
+    if config.ambiguous_share is not None and not 0 <= config.ambiguous_share <= 1:
+        raise InvalidInputError(f"--ambiguous-share must lie in [0, 1], got {config.ambiguous_share}")
+    if config.anchored and config.batch_size % config.anchored.group:
+        raise InvalidInputError(
+            f"--batch-size {config.batch_size} must be a multiple of {config.anchored.group} with --anchors "
+            f"{config.anchored.anchors} (each example takes its anchors and a frame)")
     output = config.output
     if output.exists():
         raise OutputExistsError(f"the output folder {output} exists; pick a new one (nothing was written)")
@@ -164,7 +175,7 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
     resolution = config.resolution or int(base_info.get("long_side", 256))
     if resolution < 8:
         raise InvalidInputError(f"--resolution must be at least 8 pixels, got {resolution}")
-    dataset = open_dataset(config.data, size=round(resolution * 1.125), seed=config.seed)
+    dataset = open_dataset(config.data, size=round(resolution * 1.125), seed=config.seed, ambiguous_share=config.ambiguous_share)
 
     # 2. Load the base model.
     components = load_training_components(config.base, device)
@@ -185,15 +196,45 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
         return text_encoder(ids.to(device))[0]
 
+    anchored = config.anchored
+    examples = config.batch_size // anchored.group if anchored else config.batch_size
+    if anchored:
+        from ..attention import AnchorCache, set_anchor_attention
+
+        cache = AnchorCache(store="hidden")
+        plain_processors = dict(unet.attn_processors)
+        set_anchor_attention(unet, cache)
+
     # 3. One step: a batch, augmented pairs, latents, dropouts, the diffusion loss.
+    def batch(step: int, random) -> tuple:
+        if not anchored:
+            sources, targets, instructions = [], [], []
+            for i in range(examples):
+                source, target, instruction = dataset[step * examples + i]
+                source, target = augment_pair(source, target, resolution, random.numpy, equivariant=config.equivariant)
+                sources.append(source)
+                targets.append(target)
+                instructions.append(instruction)
+            return sources, targets, instructions, None, None
+        # Laid out as every example's anchors, then every example's frame (what anchored_predictions expects).
+        # Each view also carries what its noisy input is made from: its target, or for a frame drawn to start
+        # from another right answer of its ambiguous edit, that answer.
+        clips = [dataset[step * examples + i] for i in range(examples)]
+        others = []
+        for i in range(examples):
+            drawn = random.numpy.random() < anchored.other_answer and hasattr(dataset, "other_answer")
+            others.append(dataset.other_answer(step * examples + i, random.numpy) if drawn else None)
+        views = [clip_views(source, target, resolution, random.numpy, anchored.group, equivariant=config.equivariant,
+                            other=other) for (source, target, _), other in zip(clips, others)]  # fmt: skip
+        order = [(i, v) for i in range(examples) for v in range(anchored.anchors)] + [(i, anchored.anchors) for i in range(examples)]
+        noised_from = [views[i][-1][v] if (v == anchored.anchors and others[i] is not None) else None for i, v in order]
+        switched = torch.tensor([other is not None for other in others])
+        return ([views[i][0][v] for i, v in order], [views[i][1][v] for i, v in order], [clips[i][2] for i, _ in order],
+                noised_from, switched)  # fmt: skip
+
     def loss_fn(step: int, random) -> torch.Tensor:
-        sources, targets, instructions = [], [], []
-        for i in range(config.batch_size):
-            source, target, instruction = dataset[step * config.batch_size + i]
-            source, target = augment_pair(source, target, resolution, random.numpy, equivariant=config.equivariant)
-            sources.append(source)
-            targets.append(target)
-            instructions.append(instruction)
+        sources, targets, instructions, noised_from, switched = batch(step, random)
+        count = len(sources)
         sources = torch.stack(sources).to(device) * 2 - 1
         targets = torch.stack(targets).to(device) * 2 - 1
         with torch.no_grad():
@@ -201,12 +242,26 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
             posterior = vae.encode(targets).latent_dist
             target_latents = (posterior.mean + posterior.std * _randn(posterior.mean.shape, random.torch, device)) * scaling
         noise = _randn(target_latents.shape, random.torch, device)
-        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (config.batch_size,), generator=random.torch).to(device)
-        noisy = noise_schedule.add_noise(target_latents, noise, timesteps)
+        total = noise_schedule.config.num_train_timesteps
+        start_latents = target_latents
+        if anchored:
+            timesteps = anchored_timesteps(examples, anchored, total, random.torch, switched).to(device)
+            if switched.any():  # those frames' noisy inputs are made from their other answers
+                rows = examples * anchored.anchors + torch.nonzero(switched).flatten()
+                with torch.no_grad():
+                    other = vae.encode(torch.stack([noised_from[r] for r in rows.tolist()]).to(device) * 2 - 1).latent_dist
+                    start_latents = target_latents.clone()
+                    start_latents[rows.to(device)] = (other.mean + other.std * _randn(other.mean.shape, random.torch, device)) * scaling
+        else:
+            timesteps = torch.randint(0, total, (count,), generator=random.torch).to(device)
+        noisy = noise_schedule.add_noise(start_latents, noise, timesteps)
 
         # InstructPix2Pix's dropouts from one uniform draw per example: [0, p) text, [p, 2p) both, [2p, 3p) image.
+        # (An anchored example's anchors and frame drop the same conditioning, as a clip's frames share it.)
         p = config.conditioning_dropout
-        draw = torch.rand(config.batch_size, generator=random.torch).to(device)
+        draw = torch.rand(examples, generator=random.torch).to(device)
+        if anchored:
+            draw = torch.cat([draw.repeat_interleave(anchored.anchors), draw])
         drop_text = draw < 2 * p
         drop_image = (draw >= p) & (draw < 3 * p)
         text = embed(instructions)
@@ -214,13 +269,19 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
             text = torch.where(drop_text[:, None, None], embed([""]).expand_as(text), text)
         source_latents = source_latents * (~drop_image).to(source_latents.dtype)[:, None, None, None]
 
-        prediction = unet(torch.cat([noisy, source_latents], dim=1), timesteps, encoder_hidden_states=text).sample
+        model_input = torch.cat([noisy, source_latents], dim=1)
+        if anchored:
+            prediction = anchored_predictions(unet, cache, model_input, timesteps, text, examples, anchored.anchors)
+        else:
+            prediction = unet(model_input, timesteps, encoder_hidden_states=text).sample
         if prediction_type == "epsilon":
             goal = noise
         elif prediction_type == "sample":
             goal = target_latents
         else:
             goal = noise_schedule.get_velocity(target_latents, noise, timesteps)
+        if anchored:
+            return anchored_loss(prediction, goal, examples, anchored)
         return torch.nn.functional.mse_loss(prediction.float(), goal.float())
 
     trained = {"unet": unet} | ({"text_encoder": text_encoder} if config.train_text_encoder else {})
@@ -229,8 +290,12 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         warmup_steps=config.warmup_steps, seed=config.seed, checkpoint_every=config.checkpoint_every,
         mixed_precision=precision, description="train",
     )  # fmt: skip
-    losses = run_loop(trained, loss_fn, loop, checkpoint_dir_for(config.output), resume=config.resume,
-                      device=device, should_cancel=should_cancel, progress=progress)  # fmt: skip
+    try:
+        losses = run_loop(trained, loss_fn, loop, checkpoint_dir_for(config.output), resume=config.resume,
+                          device=device, should_cancel=should_cancel, progress=progress)  # fmt: skip
+    finally:
+        if anchored:
+            unet.set_attn_processor(plain_processors)  # the saved model is a plain diffusers UNet
 
     # 4. Write the model folder, whole or not at all.
     info = dict(base_info)
@@ -239,6 +304,8 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         "resolution": resolution, "learning_rate": config.learning_rate, "lr_schedule": config.lr_schedule,
         "equivariant": config.equivariant, "conditioning_dropout": config.conditioning_dropout,
         "train_text_encoder": config.train_text_encoder, "seed": config.seed, "final_loss": float(np.mean(losses[-50:])),
+        "anchored": dataclasses.asdict(config.anchored) if config.anchored else None,
+        "ambiguous_share": config.ambiguous_share,
         "previous": base_info.get("training"),
     }  # fmt: skip
     save_model_folder(components, config.output, info)

@@ -102,3 +102,13 @@ def test_missing_opencv_names_the_extra(monkeypatch):
     frames = np.zeros((2, 8, 8, 3), np.uint8)
     with pytest.raises(ImportError, match=r"fairy-editor\[metrics\]"):
         fresh.warp_error(frames, frames)
+
+
+def test_circular_std_degrees_wraps_around_and_skips_unmeasurable_frames():
+    from fairy.metrics import circular_std_degrees
+
+    assert circular_std_degrees([120.0, 120.0, float("nan"), 120.0]) == pytest.approx(0.0, abs=1e-4)
+    # 350 and 10 degrees are 20 apart across 0, not 340: the spread of +-10 degrees.
+    assert circular_std_degrees([350.0, 10.0]) == pytest.approx(circular_std_degrees([170.0, 190.0]), rel=1e-9)
+    assert 9.5 < circular_std_degrees([350.0, 10.0]) < 10.5
+    assert np.isnan(circular_std_degrees([42.0, float("nan")]))

@@ -9,16 +9,19 @@ import pytest
 from fairy.cli import main
 from fairy.training.recipe import Recipe, run_recipe
 
-TOY = Recipe(base_steps=2, refine_steps=1, finetune_steps=1, batch_size=1, base_resolution=16, finetune_resolution=16, eval_images_per_photo=1)
+TOY = Recipe(base_steps=2, refine_steps=1, finetune_steps=1, anchored_steps=1, batch_size=1, base_resolution=16, finetune_resolution=16, eval_images_per_photo=1)
 
 
 def test_the_recipe_runs_every_stage_and_records_its_evaluation(tmp_path):
     out, work = tmp_path / "small", tmp_path / "work"
     scores = run_recipe(out, work, TOY, progress=False)
-    assert sorted(p.name for p in work.iterdir() if not p.name.endswith("-checkpoints")) == ["base", "equivariant", "init", "plain", "refine"]
+    assert sorted(p.name for p in work.iterdir() if not p.name.endswith("-checkpoints")) == ["anchored", "anchored-plain", "base", "equivariant", "init", "plain", "refine"]
     info = json.loads((out / "fairy_model.json").read_text())
     assert info["long_side"] == 128 and info["recipe"]["base_steps"] == 2
-    assert info["training"]["equivariant"] is True and info["training"]["previous"]["equivariant"] is False
+    # The shipped folder is the anchored stage, trained on from the equivariant one, itself from the plain base.
+    assert info["training"]["equivariant"] is True and info["training"]["anchored"]["anchors"] == 3
+    assert info["training"]["previous"]["equivariant"] is True and info["training"]["previous"]["anchored"] is None
+    assert info["training"]["previous"]["previous"]["equivariant"] is False
     assert set(info["evaluation"]["edits"]) == set(scores["edits"]) and len(scores["edits"]) == 8
     assert info["evaluation"]["autoencoder_psnr"] > 60  # the pixel-space autoencoder is exact
     # A second run finds every stage done and refuses to replace the output.
@@ -57,3 +60,22 @@ def test_the_quality_bench_runs_every_row_and_checks_the_targets(tmp_path, monke
     # Anchors are really used: K = 3 frames differ from K = 0 ones (a little, for this model).
     assert rows["per_frame", "plain", 3]["anchor_change_e3"] > 0
     assert any("warp error, Fairy over per-frame editing" in line for line in result["targets"]["per_frame"])
+
+
+def test_the_anchor_figure_shows_the_source_and_both_edits_with_their_angles(tmp_path, monkeypatch, capsys):
+    """bench/make_anchor_figure.py (the README's second picture) on the shipped model: three rows of frames,
+    each under a caption, and the angles it prints are the ones it measured."""
+    import pathlib
+
+    from PIL import Image
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[2] / "bench"))
+    import make_anchor_figure
+
+    out = tmp_path / "anchors.jpg"
+    angles = make_anchor_figure.main(["--frames", "3", "--out", str(out)])
+    assert sorted(angles) == [0, 3] and all(len(a) == 3 for a in angles.values())
+    with Image.open(out) as picture:
+        assert picture.size == (3 * 128 + 2 * 4, 3 * (96 + 18))
+    printed = capsys.readouterr().out
+    assert ", ".join(f"{a:.0f}" for a in angles[3]) in printed and str(out) in printed

@@ -53,3 +53,20 @@ def test_each_shipped_edit_moves_a_held_out_photo_towards_its_exact_target(small
     else:
         target = edit.apply(source)
         assert psnr(out, target) > psnr(source, target), name
+
+
+def test_anchors_make_every_frame_take_the_anchors_answer_to_the_ambiguous_edit(small_pipe):
+    """The miniature of "turn him into a robot": a hue rotation by an angle the model picks. With each frame's
+    own noise, frame-by-frame editing lets every frame pick its own angle; with K = 3 anchors (the model was
+    given anchored training) the frames must take the anchors' angle. A real run of the shipped weights."""
+    from fairy.metrics import circular_std_degrees
+    from fairy.training.clips import camera_clip
+    from fairy.training.data import load_photo
+
+    clip = camera_clip(load_photo("coffee"), "pan", frames=8, size=(128, 96))
+    spread = {}
+    for anchors in (0, 3):
+        out = np.asarray(small_pipe(clip, "give it a new color palette", anchors=anchors, seed=0, noise="per_frame").frames)
+        spread[anchors] = circular_std_degrees([hue_rotation_angle(s, e) for s, e in zip(clip, out)])
+    assert spread[0] > 5, spread  # frame by frame the answer really varies...
+    assert spread[3] < 0.5 * spread[0], spread  # ...and the anchors pull it together

@@ -1,0 +1,164 @@
+"""Anchored training: each example trains as a tiny clip, through the two passes Fairy runs at inference.
+
+Fairy's anchors work zero-shot on Stable Diffusion because its self-attention
+finds the corresponding tokens of other frames and its values carry the
+appearance the edit invented there. A small editor trained on single images
+has no reason to learn either: measured on this project's small model, a frame
+gave its anchors exactly their share of the keys whatever their content, and
+K = 3 moved its pixels by 0.0003 (docs/method.md). So here each training
+example becomes ``K`` anchors and one frame, crops of the same pair along a
+straight path (a pan); the anchors are denoised together in the anchor pass
+(writing an :class:`~fairy.attention.AnchorCache`) and the frame reads them in
+the frame pass, as :class:`~fairy.pipeline.FairyPipeline` does. With
+probability ``noisier_frame`` the frame is noised more than its anchors, so
+that for an ambiguous edit (many right answers, one drawn per example) the
+anchors are where the answer can be read: the frame's loss then pays for
+finding, in the anchors, the tokens that match its own. And with probability
+``other_answer`` an ambiguous example's frame starts from another right answer
+(its noisy input is made from it, at its anchors' noise level) while its target
+stays the anchors' answer: what happens at inference, where each frame's own
+noise leans towards an answer of its own, and where the anchors must win.
+Without this second part a frame learned to read its anchors only when its
+own input said nothing, and K = 3 halved the spread of the ambiguous edit's
+answer at best; with it, a fifth (docs/method.md).
+
+This goes beyond the paper (whose base editor is trained on single images). It
+keeps the frame's result a function of the anchor cache, its own pixels and
+its noise, as inference does; only the training changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from .augment import AffineRanges, apply_affine, resize_for_crops, sample_affine
+
+__all__ = ["AnchoredTraining", "clip_views", "anchored_timesteps", "anchored_predictions", "anchored_loss"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchoredTraining:
+    """How anchored training draws its clips and noise levels.
+
+    Attributes:
+        anchors: ``K``, anchors per example (each example is ``K + 1`` images of the batch).
+        noisier_frame: probability that the frame is noised more than its anchors (else as much).
+        anchor_max_t: the anchors' timestep is drawn from ``[0, anchor_max_t * T)``.
+        frame_min_t: a noisier frame's timestep is drawn from ``[max(anchors', frame_min_t * T), T)``.
+        frame_loss_weight: the frame's loss counts this many times an anchor's.
+        other_answer: probability that an ambiguous example's frame is noised from another right answer
+            (its target stays the anchors' answer; anchors and frame at one level drawn from ``[0, T)``).
+    """
+
+    anchors: int = 3
+    noisier_frame: float = 0.5
+    anchor_max_t: float = 0.5
+    frame_min_t: float = 0.8
+    frame_loss_weight: float = 3.0
+    other_answer: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.anchors < 1:
+            raise ValueError(f"anchored training needs at least 1 anchor per example, got {self.anchors}")
+        for name in ("noisier_frame", "anchor_max_t", "frame_min_t", "other_answer"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"AnchoredTraining.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.anchor_max_t <= 0:
+            raise ValueError("AnchoredTraining.anchor_max_t must be above 0")
+        if self.frame_loss_weight <= 0:
+            raise ValueError(f"AnchoredTraining.frame_loss_weight must be positive, got {self.frame_loss_weight}")
+
+    @property
+    def group(self) -> int:
+        """Images of the batch one example takes: its anchors and its frame."""
+        return self.anchors + 1
+
+
+def clip_views(source: torch.Tensor, target: torch.Tensor, resolution: int, rng: np.random.Generator,
+               count: int, *, equivariant: bool = False, ranges: AffineRanges = AffineRanges(),
+               other: torch.Tensor | None = None) -> tuple[list[torch.Tensor], ...]:
+    """``count`` square crops of a pair (``C x H x W`` each) along one straight path, one flip for all.
+
+    Returns the source views and the target views, and with ``other`` (another
+    answer for the same source) its views too, cropped alike.
+
+    The pair is resized as :func:`~fairy.training.augment.augment_pair` resizes
+    it (shorter side to ``resolution x 288/256``), so the path moves by at most
+    that margin: a short camera pan, the way InstructPix2Pix's own crops move.
+    ``equivariant``: the pair first gets one random affine transform (Fairy's
+    equivariant augmentation, the same for the source and its edit and for
+    every view). The views come back in random order, so that any position on
+    the path can be an anchor.
+    """
+    pair = resize_for_crops(torch.stack([source, target] + ([other] if other is not None else [])), resolution)
+    size = pair.shape[-2:]
+    if equivariant:
+        pair = apply_affine(pair, sample_affine(rng, ranges))
+    room_y, room_x = size[0] - resolution, size[1] - resolution
+    (y0, y1), (x0, x1) = rng.integers(0, room_y + 1, 2), rng.integers(0, room_x + 1, 2)
+    flip = rng.random() < 0.5
+    views: tuple[list[torch.Tensor], ...] = tuple([] for _ in range(len(pair)))
+    for i in rng.permutation(count):
+        along = i / max(count - 1, 1)
+        top, left = round(y0 + along * (y1 - y0)), round(x0 + along * (x1 - x0))
+        view = pair[..., top : top + resolution, left : left + resolution]
+        if flip:
+            view = view.flip(-1)
+        for image, out in zip(view, views):
+            out.append(image.clamp(0, 1))
+    return views
+
+
+def anchored_timesteps(examples: int, settings: AnchoredTraining, num_train_timesteps: int,
+                       generator: torch.Generator, other_answer: torch.Tensor | None = None) -> torch.Tensor:
+    """Timesteps for a batch laid out as every example's anchors, then every example's frame.
+
+    ``other_answer``: which examples' frames start from another answer (bool,
+    one per example); those get one level for their anchors and frame alike.
+    """
+    total = num_train_timesteps
+    anchor_t = torch.randint(0, max(1, round(settings.anchor_max_t * total)), (examples,), generator=generator)
+    lowest = torch.clamp(anchor_t, min=round(settings.frame_min_t * total))
+    uniform = torch.rand(examples, generator=generator)
+    noisier = lowest + (uniform * (total - lowest)).long()
+    frame_t = torch.where(torch.rand(examples, generator=generator) < settings.noisier_frame,
+                          noisier.clamp(max=total - 1), anchor_t)  # fmt: skip
+    if other_answer is not None:
+        level = torch.randint(0, total, (examples,), generator=generator)
+        anchor_t = torch.where(other_answer, level, anchor_t)
+        frame_t = torch.where(other_answer, level, frame_t)
+    return torch.cat([anchor_t.repeat_interleave(settings.anchors), frame_t])
+
+
+def anchored_predictions(unet, cache, model_input: torch.Tensor, timesteps: torch.Tensor,
+                         text: torch.Tensor, examples: int, anchors: int) -> torch.Tensor:
+    """The UNet's predictions for a batch laid out as :func:`anchored_timesteps` lays it out.
+
+    The anchor pass: each example's ``anchors`` attend to one another and are
+    written to ``cache`` (its store must be ``"hidden"`` or ``"kv"``; the
+    tensors keep their graph, so the frame's loss trains the anchors' path
+    too). The frame pass: each frame attends to itself and its own example's
+    anchors. The cache is emptied afterwards.
+    """
+    split = examples * anchors
+    try:
+        cache.entries.clear()
+        cache.set_pass("write", step=0, num_branches=examples)
+        anchor_out = unet(model_input[:split], timesteps[:split], encoder_hidden_states=text[:split]).sample
+        cache.set_pass("read", step=0, num_branches=examples)
+        frame_out = unet(model_input[split:], timesteps[split:], encoder_hidden_states=text[split:]).sample
+    finally:
+        cache.entries.clear()
+        cache.set_pass("off")
+    return torch.cat([anchor_out, frame_out])
+
+
+def anchored_loss(prediction: torch.Tensor, goal: torch.Tensor, examples: int, settings: AnchoredTraining) -> torch.Tensor:
+    """MSE with each frame counted ``frame_loss_weight`` times an anchor."""
+    per_image = (prediction.float() - goal.float()).pow(2).flatten(1).mean(1)
+    weights = torch.ones_like(per_image)
+    weights[examples * settings.anchors :] = settings.frame_loss_weight
+    return (per_image * weights).sum() / weights.sum()
