@@ -33,6 +33,7 @@ import dataclasses
 
 import numpy as np
 import torch
+from fairy_proto.v1.settings import setting
 
 from .augment import AffineRanges, apply_affine, resize_for_crops, sample_affine
 
@@ -53,7 +54,7 @@ class AnchoredTraining:
             (its target stays the anchors' answer; anchors and frame at one level drawn from ``[0, T)``).
     """
 
-    anchors: int = 3
+    anchors: int = setting("anchors").default  # train with as many anchors as an edit reads by default
     noisier_frame: float = 0.5
     anchor_max_t: float = 0.5
     frame_min_t: float = 0.8

@@ -127,7 +127,7 @@ def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SH
     editor("plain", start, steps=recipe.finetune_steps, resolution=recipe.finetune_resolution,
            learning_rate=recipe.finetune_learning_rate, equivariant=False, warmup=0, schedule="cosine", seed=recipe.seed + 1)  # fmt: skip
 
-    anchored = AnchoredTraining(anchors=3)
+    anchored = AnchoredTraining()  # K: the edits' default number of anchors
     for stage, start, equivariant, number in (("anchored", "equivariant", True, 6), ("anchored-plain", "plain", False, 7)):
         _log(f"stage {number}/8: anchored training of {start!r}" + (" (the shipped model)" if stage == "anchored" else " (the control)"))
         editor(stage, start, steps=recipe.anchored_steps, resolution=recipe.finetune_resolution,
