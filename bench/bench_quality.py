@@ -126,22 +126,33 @@ def check_targets(rows: list[dict], noise: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work-dir", type=pathlib.Path, default=pathlib.Path("build/train-small"))
-    parser.add_argument("--plain", help="the control model (default WORK/anchored-plain)")
-    parser.add_argument("--equivariant", help="the equivariant-finetuned model (default WORK/anchored)")
+def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the clips and edits (shared with bench_consistency)."""
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", default="128x96")
     parser.add_argument("--edits", default="night,sepia,palette")
     parser.add_argument("--motions", default=",".join(m for m, _ in _CLIPS), help="which of the four clips to edit")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/out/quality.json"))
-    args = parser.parse_args(argv)
+
+
+def clips_and_edits(args: argparse.Namespace) -> tuple[dict, list, list[str], tuple[int, int]]:
+    """The clips (keyed by motion and photo), the edits, the motions and the size the options ask for."""
     width, height = map(int, args.size.split("x"))
     edits = [edit_by_name(n) for n in args.edits.split(",")]
     wanted = args.motions.split(",")
     clips = {(m, p): camera_clip(load_photo(p), m, frames=args.frames, size=(width, height)) for m, p in _CLIPS if m in wanted}
+    return clips, edits, wanted, (width, height)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", type=pathlib.Path, default=pathlib.Path("build/train-small"))
+    parser.add_argument("--plain", help="the control model (default WORK/anchored-plain)")
+    parser.add_argument("--equivariant", help="the equivariant-finetuned model (default WORK/anchored)")
+    add_clip_arguments(parser)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/out/quality.json"))
+    args = parser.parse_args(argv)
+    clips, edits, wanted, (width, height) = clips_and_edits(args)
     models = {"plain": args.plain or str(args.work_dir / "anchored-plain"),
               "equivariant": args.equivariant or str(args.work_dir / "anchored")}
     pipes = {name: load_pipeline(path, device="cpu") for name, path in models.items()}

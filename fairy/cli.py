@@ -81,6 +81,11 @@ def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
                             "passes, so that self-attention learns to read the anchors (0: off; see docs/model.md)")
     train.add_argument("--ambiguous-share", type=float,
                        help="builtin:procedural only: the share of examples drawn from the ambiguous edits (default: uniform)")
+    train.add_argument("--consistency-weight", type=float, metavar="W",
+                       help="with --anchors: weight of the term pulling a frame's clean estimate towards its anchors' "
+                            "where they overlap (0: off; default: the recipe's, see docs/model.md)")
+    train.add_argument("--travel", type=float, metavar="T",
+                       help="with --anchors: how far a training clip's views may pan, as a share of the crop (default: the recipe's)")
 
     small = commands.add_parser("train-small", help="reproduce the shipped small model (builtin:small) from scratch on this machine")
     small.add_argument("-o", "--output", type=pathlib.Path, required=True, help="the model folder to write (must not exist)")
@@ -143,13 +148,23 @@ def run_train(args) -> int:
 
     if args.anchors < 0:
         raise InvalidInputError(f"--anchors must be 0 (off) or more, got {args.anchors}")
+    anchored = None
+    if args.anchors:
+        given = {"consistency_weight": args.consistency_weight, "travel": args.travel}
+        if args.consistency_weight is not None and args.consistency_weight < 0:
+            raise InvalidInputError(f"--consistency-weight must be 0 (off) or more, got {args.consistency_weight}")
+        if args.travel is not None and not 0 <= args.travel <= 1:
+            raise InvalidInputError(f"--travel must lie in [0, 1], got {args.travel}")
+        anchored = AnchoredTraining(anchors=args.anchors, **{k: v for k, v in given.items() if v is not None})
+    elif args.consistency_weight is not None or args.travel is not None:
+        raise InvalidInputError("--consistency-weight and --travel are options of anchored training: give --anchors K too")
     config = TrainConfig(
         data=args.data, base=args.base, output=args.output, steps=args.steps, batch_size=args.batch_size,
         resolution=args.resolution, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps, equivariant=args.equivariant, conditioning_dropout=args.conditioning_dropout,
         train_text_encoder=args.train_text_encoder, seed=args.seed, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision, device=args.device, resume=args.resume,
-        anchored=AnchoredTraining(anchors=args.anchors) if args.anchors else None, ambiguous_share=args.ambiguous_share,
+        anchored=anchored, ambiguous_share=args.ambiguous_share,
     )  # fmt: skip
     result = train(config)
     print(f"wrote {result.output} ({result.steps} steps, final loss {sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}) "

@@ -37,7 +37,8 @@ from fairy_proto.v1.settings import setting
 
 from .augment import AffineRanges, apply_affine, resize_for_crops, sample_affine
 
-__all__ = ["AnchoredTraining", "clip_views", "anchored_timesteps", "anchored_predictions", "anchored_loss"]
+__all__ = ["AnchoredTraining", "clip_views", "aligned_anchor_mean", "anchored_timesteps", "anchored_predictions", "anchored_loss",
+           "consistency_loss"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,10 @@ class AnchoredTraining:
         frame_loss_weight: the frame's loss counts this many times an anchor's.
         other_answer: probability that an ambiguous example's frame is noised from another right answer
             (its target stays the anchors' answer; anchors and frame at one level drawn from ``[0, T)``).
+        consistency_weight: weight of the grain term: the frame's estimate of the clean latents is also
+            pulled towards its anchors' (detached, moved into its place) where they overlap, so that what
+            its own noise would make it invent it takes from the anchors (0: off).
+        travel: how far the views' path may run, as a share of the crop (None: the 288/256 resize's margin).
     """
 
     anchors: int = setting("anchors").default  # train with as many anchors as an edit reads by default
@@ -60,6 +65,8 @@ class AnchoredTraining:
     frame_min_t: float = 0.8
     frame_loss_weight: float = 3.0
     other_answer: float = 0.7
+    consistency_weight: float = 0.0
+    travel: float | None = None
 
     def __post_init__(self) -> None:
         if self.anchors < 1:
@@ -69,6 +76,10 @@ class AnchoredTraining:
                 raise ValueError(f"AnchoredTraining.{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.anchor_max_t <= 0:
             raise ValueError("AnchoredTraining.anchor_max_t must be above 0")
+        if self.consistency_weight < 0:
+            raise ValueError(f"AnchoredTraining.consistency_weight must be 0 or more, got {self.consistency_weight}")
+        if self.travel is not None and not 0 <= self.travel <= 1:
+            raise ValueError(f"AnchoredTraining.travel must lie in [0, 1], got {self.travel}")
         if self.frame_loss_weight <= 0:
             raise ValueError(f"AnchoredTraining.frame_loss_weight must be positive, got {self.frame_loss_weight}")
 
@@ -80,37 +91,70 @@ class AnchoredTraining:
 
 def clip_views(source: torch.Tensor, target: torch.Tensor, resolution: int, rng: np.random.Generator,
                count: int, *, equivariant: bool = False, ranges: AffineRanges = AffineRanges(),
-               other: torch.Tensor | None = None) -> tuple[list[torch.Tensor], ...]:
+               other: torch.Tensor | None = None, travel: float | None = None, grid: int = 1,
+               with_offsets: bool = False) -> tuple[list, ...]:
     """``count`` square crops of a pair (``C x H x W`` each) along one straight path, one flip for all.
 
     Returns the source views and the target views, and with ``other`` (another
-    answer for the same source) its views too, cropped alike.
+    answer for the same source) its views too, cropped alike; with
+    ``with_offsets`` last a list of each view's ``(top, left)``: where its
+    pixel ``(0, 0)`` lies in the (flipped, if flipped) resized pair, so that
+    view ``a``'s pixel ``(y, x)`` shows what view ``b`` shows at
+    ``(y + top_a - top_b, x + left_a - left_b)``.
 
     The pair is resized as :func:`~fairy.training.augment.augment_pair` resizes
-    it (shorter side to ``resolution x 288/256``), so the path moves by at most
-    that margin: a short camera pan, the way InstructPix2Pix's own crops move.
-    ``equivariant``: the pair first gets one random affine transform (Fairy's
-    equivariant augmentation, the same for the source and its edit and for
-    every view). The views come back in random order, so that any position on
-    the path can be an anchor.
+    it (shorter side to ``resolution x 288/256``; with ``travel``, to
+    ``resolution x (1 + travel)``), so the path moves by at most that margin: a
+    short camera pan, the way InstructPix2Pix's own crops move. ``grid``: every
+    offset a multiple of it (the VAE's downsampling factor keeps views' latents
+    a whole number of latent pixels apart). ``equivariant``: the pair first
+    gets one random affine transform (Fairy's equivariant augmentation, the
+    same for the source and its edit and for every view). The views come back
+    in random order, so that any position on the path can be an anchor.
     """
-    pair = resize_for_crops(torch.stack([source, target] + ([other] if other is not None else [])), resolution)
+    images = torch.stack([source, target] + ([other] if other is not None else []))
+    pair = resize_for_crops(images, resolution) if travel is None else resize_for_crops(images, resolution, 1 + travel)
     size = pair.shape[-2:]
     if equivariant:
         pair = apply_affine(pair, sample_affine(rng, ranges))
     room_y, room_x = size[0] - resolution, size[1] - resolution
-    (y0, y1), (x0, x1) = rng.integers(0, room_y + 1, 2), rng.integers(0, room_x + 1, 2)
+    (y0, y1), (x0, x1) = rng.integers(0, room_y // grid + 1, 2) * grid, rng.integers(0, room_x // grid + 1, 2) * grid
     flip = rng.random() < 0.5
-    views: tuple[list[torch.Tensor], ...] = tuple([] for _ in range(len(pair)))
+    if flip:
+        pair = pair.flip(-1)
+    views: tuple[list, ...] = tuple([] for _ in range(len(pair)))
+    offsets = []
     for i in rng.permutation(count):
         along = i / max(count - 1, 1)
-        top, left = round(y0 + along * (y1 - y0)), round(x0 + along * (x1 - x0))
-        view = pair[..., top : top + resolution, left : left + resolution]
-        if flip:
-            view = view.flip(-1)
-        for image, out in zip(view, views):
+        top, left = (round((a + along * (b - a)) / grid) * grid for a, b in ((y0, y1), (x0, x1)))
+        if flip:  # the same crop of the unflipped pair, seen in the flipped one
+            left = room_x - left
+        for image, out in zip(pair[..., top : top + resolution, left : left + resolution], views):
             out.append(image.clamp(0, 1))
-    return views
+        offsets.append((int(top), int(left)))
+    return views + (offsets,) if with_offsets else views
+
+
+def aligned_anchor_mean(anchor_predictions: torch.Tensor, anchor_offsets: list, frame_offset: tuple[int, int],
+                        factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of an example's anchors' predictions (``K x C x h x w`` latents) moved into its frame's place.
+
+    Offsets are in pixels (:func:`clip_views`), multiples of the VAE's
+    downsampling ``factor``. Returns the mean (``C x h x w``) and where at
+    least one anchor covers the frame (``1 x h x w``, float).
+    """
+    _, channels, height, width = anchor_predictions.shape
+    total = anchor_predictions.new_zeros(channels, height, width)
+    count = anchor_predictions.new_zeros(1, height, width)
+    for prediction, (top, left) in zip(anchor_predictions, anchor_offsets):
+        dy, dx = (frame_offset[0] - top) // factor, (frame_offset[1] - left) // factor
+        # frame latent (y, x) is anchor latent (y + dy, x + dx)
+        ys, xs = slice(max(0, -dy), min(height, height - dy)), slice(max(0, -dx), min(width, width - dx))
+        if ys.start >= ys.stop or xs.start >= xs.stop:
+            continue
+        total[:, ys, xs] += prediction[:, ys.start + dy : ys.stop + dy, xs.start + dx : xs.stop + dx]
+        count[:, ys, xs] += 1
+    return total / count.clamp(min=1), (count > 0).to(total.dtype)
 
 
 def anchored_timesteps(examples: int, settings: AnchoredTraining, num_train_timesteps: int,
@@ -163,3 +207,23 @@ def anchored_loss(prediction: torch.Tensor, goal: torch.Tensor, examples: int, s
     weights = torch.ones_like(per_image)
     weights[examples * settings.anchors :] = settings.frame_loss_weight
     return (per_image * weights).sum() / weights.sum()
+
+
+def consistency_loss(estimates: torch.Tensor, offsets: list, examples: int, anchors: int, factor: int,
+                     frame_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared distance of each frame's clean-latent estimate to its anchors' (detached), where they overlap.
+
+    ``estimates``: ``x0`` estimates laid out as :func:`anchored_timesteps` lays
+    out the batch; ``offsets``: each image's ``(top, left)`` in pixels, the same
+    layout. ``frame_weights``: one weight per example's frame (default 1).
+    """
+    split = examples * anchors
+    anchor_estimates = estimates[:split].detach().float()
+    total, covered = estimates.new_zeros((), dtype=torch.float32), estimates.new_zeros((), dtype=torch.float32)
+    for i in range(examples):
+        rows = slice(i * anchors, (i + 1) * anchors)
+        mean, mask = aligned_anchor_mean(anchor_estimates[rows], offsets[rows], offsets[split + i], factor)
+        weight = 1.0 if frame_weights is None else frame_weights[i].float()
+        total = total + weight * ((estimates[split + i].float() - mean).pow(2) * mask).sum()
+        covered = covered + mask.sum() * estimates.shape[1]
+    return total / covered.clamp(min=1)

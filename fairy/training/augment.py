@@ -85,10 +85,10 @@ def apply_affine(images: torch.Tensor, params: AffineParams) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def resize_for_crops(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """``images`` (``N x C x H x W``) resized together, shorter side to ``resolution x 288/256`` (the paper's
-    288 for 256 crops), so that a ``resolution``-square crop has room to move."""
-    resized = round(resolution * RESIZE_RATIO)
+def resize_for_crops(images: torch.Tensor, resolution: int, ratio: float = RESIZE_RATIO) -> torch.Tensor:
+    """``images`` (``N x C x H x W``) resized together, shorter side to ``resolution x ratio`` (by default
+    288/256, the paper's 288 for 256 crops), so that a ``resolution``-square crop has room to move."""
+    resized = round(resolution * ratio)
     height, width = images.shape[-2:]
     factor = resized / min(height, width)
     size = (max(resized, round(height * factor)), max(resized, round(width * factor)))

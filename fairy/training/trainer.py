@@ -34,8 +34,9 @@ import torch
 from fairy_proto.files import atomic_path
 
 from ..errors import InvalidInputError, ModelLoadError, OutputExistsError
-from .anchored import AnchoredTraining, anchored_loss, anchored_predictions, anchored_timesteps, clip_views
-from .augment import augment_pair
+from .anchored import (AnchoredTraining, anchored_loss, anchored_predictions, anchored_timesteps, clip_views,
+                       consistency_loss)
+from .augment import RESIZE_RATIO, augment_pair
 from .loop import LoopConfig, run_loop
 
 __all__ = ["TrainConfig", "TrainResult", "train", "checkpoint_dir_for", "load_training_components", "save_model_folder"]
@@ -175,7 +176,10 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
     resolution = config.resolution or int(base_info.get("long_side", 256))
     if resolution < 8:
         raise InvalidInputError(f"--resolution must be at least 8 pixels, got {resolution}")
-    dataset = open_dataset(config.data, size=round(resolution * 1.125), seed=config.seed, ambiguous_share=config.ambiguous_share)
+    # Procedural sources are made with the crops' room to move around them (a longer pan: anchored training's travel),
+    # so that the views see the scene at the scale the model works at, never zoomed in to make room.
+    travel = config.anchored.travel if config.anchored and config.anchored.travel is not None else RESIZE_RATIO - 1
+    dataset = open_dataset(config.data, size=round(resolution * (1 + travel)), seed=config.seed, ambiguous_share=config.ambiguous_share)
 
     # 2. Load the base model.
     components = load_training_components(config.base, device)
@@ -197,6 +201,7 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         return text_encoder(ids.to(device))[0]
 
     anchored = config.anchored
+    latent_factor = 2 ** (len(vae.config.block_out_channels) - 1)  # image pixels per latent pixel
     examples = config.batch_size // anchored.group if anchored else config.batch_size
     if anchored:
         from ..attention import AnchorCache, set_anchor_attention
@@ -215,7 +220,7 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
                 sources.append(source)
                 targets.append(target)
                 instructions.append(instruction)
-            return sources, targets, instructions, None, None
+            return sources, targets, instructions, None, None, None
         # Laid out as every example's anchors, then every example's frame (what anchored_predictions expects).
         # Each view also carries what its noisy input is made from: its target, or for a frame drawn to start
         # from another right answer of its ambiguous edit, that answer.
@@ -224,16 +229,19 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         for i in range(examples):
             drawn = random.numpy.random() < anchored.other_answer and hasattr(dataset, "other_answer")
             others.append(dataset.other_answer(step * examples + i, random.numpy) if drawn else None)
+        # The grain term compares latents of different views: their offsets must be whole latent pixels.
+        aligned = anchored.consistency_weight > 0
         views = [clip_views(source, target, resolution, random.numpy, anchored.group, equivariant=config.equivariant,
-                            other=other) for (source, target, _), other in zip(clips, others)]  # fmt: skip
+                            other=other, travel=anchored.travel, grid=latent_factor if aligned else 1, with_offsets=True)
+                 for (source, target, _), other in zip(clips, others)]  # fmt: skip
         order = [(i, v) for i in range(examples) for v in range(anchored.anchors)] + [(i, anchored.anchors) for i in range(examples)]
-        noised_from = [views[i][-1][v] if (v == anchored.anchors and others[i] is not None) else None for i, v in order]
+        noised_from = [views[i][2][v] if (v == anchored.anchors and others[i] is not None) else None for i, v in order]
         switched = torch.tensor([other is not None for other in others])
         return ([views[i][0][v] for i, v in order], [views[i][1][v] for i, v in order], [clips[i][2] for i, _ in order],
-                noised_from, switched)  # fmt: skip
+                noised_from, switched, [views[i][-1][v] for i, v in order])  # fmt: skip
 
     def loss_fn(step: int, random) -> torch.Tensor:
-        sources, targets, instructions, noised_from, switched = batch(step, random)
+        sources, targets, instructions, noised_from, switched, offsets = batch(step, random)
         count = len(sources)
         sources = torch.stack(sources).to(device) * 2 - 1
         targets = torch.stack(targets).to(device) * 2 - 1
@@ -281,7 +289,17 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         else:
             goal = noise_schedule.get_velocity(target_latents, noise, timesteps)
         if anchored:
-            return anchored_loss(prediction, goal, examples, anchored)
+            loss = anchored_loss(prediction, goal, examples, anchored)
+            if anchored.consistency_weight > 0:
+                estimates = _clean_estimates(prediction, noisy, timesteps, prediction_type, noise_schedule)
+                # An epsilon or v model's estimate of nearly pure noise is its error amplified (divided by a tiny
+                # sqrt(alpha_bar)): each frame's term counts alpha_bar times, so those cannot swamp the rest.
+                frame_weights = None
+                if prediction_type != "sample":
+                    frame_weights = noise_schedule.alphas_cumprod.to(device)[timesteps[examples * anchored.anchors :]]
+                term = consistency_loss(estimates, offsets, examples, anchored.anchors, latent_factor, frame_weights)
+                loss = loss + anchored.consistency_weight * term
+            return loss
         return torch.nn.functional.mse_loss(prediction.float(), goal.float())
 
     trained = {"unet": unet} | ({"text_encoder": text_encoder} if config.train_text_encoder else {})
@@ -310,6 +328,17 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
     }  # fmt: skip
     save_model_folder(components, config.output, info)
     return TrainResult(config.output, config.steps, losses, time.monotonic() - started)
+
+
+def _clean_estimates(prediction: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, prediction_type: str,
+                     noise_schedule) -> torch.Tensor:
+    """The model's estimate of the clean latents, whatever it predicts (sample, epsilon or v)."""
+    if prediction_type == "sample":
+        return prediction
+    alpha_bar = noise_schedule.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
+    if prediction_type == "epsilon":
+        return (noisy - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+    return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * prediction
 
 
 def _randn(shape, generator: torch.Generator, device: torch.device) -> torch.Tensor:

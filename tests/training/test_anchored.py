@@ -10,7 +10,8 @@ import torch
 
 from fairy.attention import AnchorAttnProcessor, AnchorCache, set_anchor_attention
 from fairy.cli import main
-from fairy.training.anchored import AnchoredTraining, anchored_loss, anchored_predictions, anchored_timesteps, clip_views
+from fairy.training.anchored import (AnchoredTraining, aligned_anchor_mean, anchored_loss, anchored_predictions, anchored_timesteps,
+                                    clip_views, consistency_loss)
 from fairy.training.data import ProceduralEdits
 from fairy.training.trainer import TrainConfig, load_training_components, train
 
@@ -47,6 +48,63 @@ def test_clip_views_crop_source_and_target_alike_along_one_straight_path(seed):
             assert abs(cross) / np.linalg.norm(b - a) <= 1.0  # rounding of the crop offsets
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_clip_views_offsets_say_where_each_view_lies(seed):
+    # Two dots, so that a flip shows: view a's pixel (y, x) is view b's (y + top_a - top_b, x + left_a - left_b).
+    source = _dot(48, 20, 17, 1.0) + _dot(48, 30, 25, 0.6)
+    views, targets, offsets = clip_views(source, source * 0.5, 32, np.random.default_rng(seed), 4, travel=0.5, grid=4,
+                                         with_offsets=True)  # fmt: skip
+    assert len(offsets) == 4
+    for (top, left), view in zip(offsets, views):
+        assert top % 4 == 0 and left % 4 == 0 and 0 <= top <= 16 and 0 <= left <= 16  # resized to 48 = 32 x 1.5
+    for (top_a, left_a), a in zip(offsets, views):
+        for (top_b, left_b), b in zip(offsets, views):
+            y, x = _where(a)
+            assert _where(b) == (y + top_a - top_b, x + left_a - left_b)
+
+
+def test_clip_views_without_the_new_options_draw_what_they_drew_before():
+    # The shipped model's recipe depends on these draws: offsets and a grid of 1 must not change them.
+    source, target = torch.rand(3, 40, 52), torch.rand(3, 40, 52)
+    plain = clip_views(source, target, 32, np.random.default_rng(7), 4, equivariant=True)
+    with_offsets = clip_views(source, target, 32, np.random.default_rng(7), 4, equivariant=True, with_offsets=True)
+    assert len(plain) == 2 and len(with_offsets) == 3
+    for a, b in zip(plain, with_offsets):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _scene_crops(scene: torch.Tensor, offsets: list, size: int, factor: int) -> torch.Tensor:
+    return torch.stack([scene[:, t // factor : t // factor + size, l // factor : l // factor + size] for t, l in offsets])
+
+
+def test_aligned_anchor_mean_moves_each_anchor_into_the_frames_place():
+    scene = torch.randn(3, 12, 12)
+    anchor_offsets, frame_offset = [(0, 0), (8, 8), (0, 16)], (4, 8)  # pixels; factor 4: latent (1, 2)
+    anchors = _scene_crops(scene, anchor_offsets, 6, 4)
+    mean, mask = aligned_anchor_mean(anchors, anchor_offsets, frame_offset, 4)
+    frame = scene[:, 1:7, 2:8]
+    assert mask.shape == (1, 6, 6) and bool(mask.all())  # every latent pixel of this frame is seen by an anchor
+    assert torch.allclose(mean, frame, atol=1e-6)  # the anchors agree where they overlap: their mean is the scene
+    far = aligned_anchor_mean(anchors[:1], anchor_offsets[:1], (20, 20), 4)[1]  # 5 latent pixels away
+    assert far[0, :1, :1].all() and not far[0, 1:, :].any() and not far[0, :, 1:].any()
+
+
+def test_the_consistency_loss_pulls_frames_to_their_anchors_and_leaves_the_anchors_alone():
+    scene = torch.randn(3, 12, 12)
+    offsets = [(0, 0), (8, 8), (4, 4)]  # one example: 2 anchors, then its frame
+    estimates = _scene_crops(scene, offsets, 6, 4).requires_grad_(True)
+    assert float(consistency_loss(estimates, offsets, 1, 2, 4).detach()) == pytest.approx(0.0, abs=1e-10)
+    moved = estimates.detach().clone()
+    moved[2] += 0.5
+    moved.requires_grad_(True)
+    loss = consistency_loss(moved, offsets, 1, 2, 4)
+    assert float(loss.detach()) == pytest.approx(0.25, rel=1e-5)
+    loss.backward()
+    assert moved.grad[:2].abs().sum() == 0 and moved.grad[2].abs().sum() > 0  # the anchors are the reference
+    weighted = consistency_loss(moved.detach(), offsets, 1, 2, 4, frame_weights=torch.tensor([0.1]))
+    assert float(weighted) == pytest.approx(0.025, rel=1e-5)
+
+
 def test_anchored_timesteps_lay_out_the_anchors_then_the_frames():
     settings = AnchoredTraining(anchors=3, noisier_frame=1.0, anchor_max_t=0.5, frame_min_t=0.8)
     t = anchored_timesteps(50, settings, 1000, torch.Generator().manual_seed(0))
@@ -62,6 +120,10 @@ def test_bad_anchored_settings_are_refused():
         AnchoredTraining(anchors=0)
     with pytest.raises(ValueError, match="noisier_frame"):
         AnchoredTraining(noisier_frame=1.5)
+    with pytest.raises(ValueError, match="consistency_weight"):
+        AnchoredTraining(consistency_weight=-1.0)
+    with pytest.raises(ValueError, match="travel"):
+        AnchoredTraining(travel=2.0)
 
 
 def test_a_frame_reads_its_own_examples_anchors_and_its_loss_reaches_them(tiny_model_dir):
@@ -108,6 +170,30 @@ def test_anchored_training_lowers_the_loss_and_saves_a_plain_diffusers_model(tin
     assert not any(isinstance(p, AnchorAttnProcessor) for p in unet.attn_processors.values())
 
 
+def test_the_consistency_term_trains_through_the_cli_and_is_recorded(tiny_model_dir, tmp_path):
+    out = tmp_path / "steady"
+    code = main(["train", "--data", "builtin:procedural", "--base", str(tiny_model_dir), "-o", str(out), "--steps", "3",
+                 "--batch-size", "4", "--resolution", "32", "--device", "cpu", "--anchors", "1",
+                 "--consistency-weight", "2", "--travel", "0.5"])  # fmt: skip
+    assert code == 0
+    anchored = json.loads((out / "fairy_model.json").read_text())["training"]["anchored"]
+    assert anchored["consistency_weight"] == 2.0 and anchored["travel"] == 0.5
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "epsilon", "v_prediction"])
+def test_clean_estimates_undo_the_noise_whatever_the_model_predicts(prediction_type):
+    from diffusers import DDPMScheduler
+
+    from fairy.training.trainer import _clean_estimates
+
+    schedule = DDPMScheduler(num_train_timesteps=1000)
+    clean, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0, 250, 600, 900])
+    noisy = schedule.add_noise(clean, noise, t)
+    perfect = {"sample": clean, "epsilon": noise, "v_prediction": schedule.get_velocity(clean, noise, t)}[prediction_type]
+    assert torch.allclose(_clean_estimates(perfect, noisy, t, prediction_type, schedule), clean, atol=1e-3)
+
+
 def test_the_ambiguous_share_draws_the_edits_it_says():
     only = ProceduralEdits(24, ambiguous_share=1.0)
     never = ProceduralEdits(24, ambiguous_share=0.0)
@@ -124,6 +210,9 @@ def test_the_ambiguous_share_draws_the_edits_it_says():
         (["--anchors", "3", "--batch-size", "6"], "must be a multiple of 4"),
         (["--anchors", "-1"], "--anchors must be 0"),
         (["--ambiguous-share", "1.5"], "must lie in [0, 1]"),
+        (["--anchors", "1", "--consistency-weight", "-1"], "--consistency-weight must be 0"),
+        (["--anchors", "1", "--travel", "3"], "--travel must lie in [0, 1]"),
+        (["--consistency-weight", "1"], "give --anchors K too"),
     ],
 )
 def test_bad_anchored_options_get_one_line_and_write_nothing(tiny_model_dir, tmp_path, capsys, extra, message):

@@ -62,6 +62,28 @@ def test_the_quality_bench_runs_every_row_and_checks_the_targets(tmp_path, monke
     assert any("warp error, Fairy over per-frame editing" in line for line in result["targets"]["per_frame"])
 
 
+def test_the_consistency_bench_compares_k0_and_k3_for_each_model_and_noise(tmp_path, monkeypatch):
+    """bench/bench_consistency.py on the shipped model, a few frames: one row per model and noise policy, whose
+    ratios are its own K = 3 and K = 0 numbers, the K = 0 ones what bench_quality measures for the same row."""
+    import json
+    import pathlib
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[2] / "bench"))
+    import bench_consistency
+
+    out = tmp_path / "consistency.json"
+    small = ["--frames", "4", "--size", "64x48", "--edits", "night,palette", "--motions", "pan"]
+    result = bench_consistency.main(["builtin:small", *small, "--noise", "per_frame,shared", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == result["rows"]
+    assert [(r["model"], r["noise"]) for r in result["rows"]] == [("builtin:small", "per_frame"), ("builtin:small", "shared")]
+    for row in result["rows"]:
+        assert row["warp_ratio"] == row["fairy"]["warp_error_e3"] / row["per_frame"]["warp_error_e3"]
+        assert row["hue_ratio"] == row["fairy"]["hue_angle_std"] / row["per_frame"]["hue_angle_std"]
+        assert row["fairy"]["anchor_change_e3"] > 0 and row["per_frame"]["anchor_change_e3"] is None
+    per_frame = result["rows"][0]["per_frame"]
+    assert per_frame["hue_angle_std"] > result["rows"][0]["fairy"]["hue_angle_std"]  # the anchors pull the answer together
+
+
 def test_the_anchor_figure_shows_the_source_and_both_edits_with_their_angles(tmp_path, monkeypatch, capsys):
     """bench/make_anchor_figure.py (the README's second picture) on the shipped model: three rows of frames,
     each under a caption, and the angles it prints are the ones it measured."""
