@@ -184,7 +184,8 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
     # 2. Load the base model.
     components = load_training_components(config.base, device)
     vae, unet, text_encoder, tokenizer = (components[k] for k in ("vae", "unet", "text_encoder", "tokenizer"))
-    multiple = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet.config.block_out_channels) - 1)
+    latent_factor = 2 ** (len(vae.config.block_out_channels) - 1)  # image pixels per latent pixel
+    multiple = latent_factor * 2 ** (len(unet.config.block_out_channels) - 1)
     if resolution % multiple:
         raise InvalidInputError(f"--resolution {resolution} must be a multiple of {multiple} for this model")
     noise_schedule = DDPMScheduler.from_config(components["scheduler"].config)
@@ -201,7 +202,6 @@ def train(config: TrainConfig, *, should_cancel: Callable[[], bool] | None = Non
         return text_encoder(ids.to(device))[0]
 
     anchored = config.anchored
-    latent_factor = 2 ** (len(vae.config.block_out_channels) - 1)  # image pixels per latent pixel
     examples = config.batch_size // anchored.group if anchored else config.batch_size
     if anchored:
         from ..attention import AnchorCache, set_anchor_attention
