@@ -90,6 +90,9 @@ def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
     small = commands.add_parser("train-small", help="reproduce the shipped small model (builtin:small) from scratch on this machine")
     small.add_argument("-o", "--output", type=pathlib.Path, required=True, help="the model folder to write (must not exist)")
     small.add_argument("--work-dir", type=pathlib.Path, help="stages and checkpoints (default OUTPUT-work); run again to resume")
+    small.add_argument("--seed", type=int, default=0,
+                       help="the recipe's seed (default 0: the shipped weights; another seed is a replicate run, e.g. to "
+                            "measure run-to-run spread)")
     return parser
 
 
@@ -173,10 +176,12 @@ def run_train(args) -> int:
 
 
 def run_train_small(args) -> int:
-    from .training.recipe import run_recipe
+    import dataclasses
+
+    from .training.recipe import SHIPPED_RECIPE, run_recipe
 
     work_dir = args.work_dir or args.output.with_name(args.output.name + "-work")
-    scores = run_recipe(args.output, work_dir)
+    scores = run_recipe(args.output, work_dir, dataclasses.replace(SHIPPED_RECIPE, seed=args.seed))
     passing = [name for name, s in scores["edits"].items() if s["passes"]]
     print(f"edits that pass on the held-out photographs: {', '.join(passing) or 'none'}", file=sys.stderr)
     return 0

@@ -79,6 +79,32 @@ def _stage_init(folder: pathlib.Path, recipe: Recipe) -> None:
     save_model_folder(components, folder, {"long_side": LONG_SIDE, "kind": "fairy-small"})
 
 
+def _claim_work_dir(work_dir: pathlib.Path, recipe: Recipe) -> None:
+    """Record the recipe in the work folder, or check it against the one recorded there: resuming another
+    recipe's stages (another seed, say) would mix two runs into one model."""
+    import json
+
+    from ..errors import InvalidInputError
+    from fairy_proto.files import atomic_write
+
+    record = work_dir / "recipe.json"
+    if record.is_file():
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+        changed = sorted(k for k, v in dataclasses.asdict(recipe).items() if recorded.get(k, v) != v)
+        if changed:
+            detail = ", ".join(f"{k} {recorded[k]} there, {getattr(recipe, k)} now" for k in changed)
+            raise InvalidInputError(f"the work folder {work_dir} holds another recipe's stages ({detail}); "
+                                    "give a new --work-dir (nothing was changed)")
+        return
+    if work_dir.is_dir() and any(work_dir.iterdir()) and recipe.seed != 0:
+        # A folder from before recipes were recorded: those runs had seed 0 (the only one there was).
+        raise InvalidInputError(f"the work folder {work_dir} holds stages of an unrecorded recipe (seed 0); "
+                                f"give a new --work-dir for seed {recipe.seed} (nothing was changed)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(record, "w", encoding="utf-8") as out:
+        out.write(json.dumps(dataclasses.asdict(recipe), indent=1) + "\n")
+
+
 def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SHIPPED_RECIPE, *, progress: bool = True) -> dict:
     """Run every stage not yet done (see the module doc); returns the evaluation of the shipped model."""
     from ..errors import OutputExistsError
@@ -88,7 +114,7 @@ def run_recipe(output: pathlib.Path, work_dir: pathlib.Path, recipe: Recipe = SH
 
     if output.exists():
         raise OutputExistsError(f"the output folder {output} exists; pick a new one (nothing was written)")
-    work_dir.mkdir(parents=True, exist_ok=True)
+    _claim_work_dir(work_dir, recipe)
     torch.manual_seed(recipe.seed)
     stages = {name: work_dir / name for name in ("init", "base", "refine", "equivariant", "plain", "anchored", "anchored-plain")}
 

