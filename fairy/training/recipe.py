@@ -29,13 +29,14 @@ checkpoint, so the recipe can be run across several sittings):
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import shutil
 import sys
 import time
 
 import torch
-from fairy_proto.files import atomic_path
+from fairy_proto.files import atomic_path, atomic_write
 
 __all__ = ["Recipe", "SHIPPED_RECIPE", "run_recipe"]
 
@@ -82,10 +83,7 @@ def _stage_init(folder: pathlib.Path, recipe: Recipe) -> None:
 def _claim_work_dir(work_dir: pathlib.Path, recipe: Recipe) -> None:
     """Record the recipe in the work folder, or check it against the one recorded there: resuming another
     recipe's stages (another seed, say) would mix two runs into one model."""
-    import json
-
     from ..errors import InvalidInputError
-    from fairy_proto.files import atomic_write
 
     record = work_dir / "recipe.json"
     if record.is_file():
