@@ -9,11 +9,10 @@ import signal
 from fractions import Fraction
 
 import grpc
-import numpy as np
 import pytest
 from fairy_proto.v1 import fairy_pb2 as pb
 from fairy_proto.v1 import fairy_pb2_grpc as pbg
-from server_testing import clip_frames, edit_request, wait_serving, wait_until, watch_until_final
+from server_testing import assert_clip_is_the_one_call_edit, clip_frames, edit_request, wait_serving, wait_until, watch_until_final
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +50,6 @@ def two_workers(tmp_path):
 
 
 def test_a_job_split_over_two_workers_equals_one_edit(two_workers, tmp_path):
-    from fairy.editing import EditSettings, edit_video
-    from fairy.loading import load_pipeline
-
     server = two_workers
     request = edit_request(server.clip, job_id="split-1", start=0, count=20, seed=3, **SETTINGS)
     server.stub.SubmitEdit(request)
@@ -71,18 +67,7 @@ def test_a_job_split_over_two_workers_equals_one_edit(two_workers, tmp_path):
     fractions = [e.progress.fraction for e in events]
     assert fractions == sorted(fractions) and final.progress.fraction == 1.0
     assert len(final.anchor_previews) == 2
-    # The same edit in one call of the library, with one thread as each worker has (a CPU kernel's sums
-    # may be split differently over other thread counts).
-    import torch
-
-    settings = EditSettings("make it red", seed=3, steps=2, anchors=2, long_side=64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = edit_video(load_pipeline("builtin:tiny", device="cpu"), server.clip, tmp_path / "one.mp4", settings)
-    finally:
-        torch.set_num_threads(threads)
-    assert np.array_equal(clip_frames(final.result_path, 20), clip_frames(reference.output, 20))
+    assert_clip_is_the_one_call_edit(final.result_path, server.clip, tmp_path, 20, seed=3, **SETTINGS)
     assert not list((server.tmp / "data").rglob(".parts-*")), "the parts are gone once the job is done"
 
 

@@ -125,3 +125,34 @@ def test_the_anchor_figure_shows_the_source_and_both_edits_with_their_angles(tmp
         assert picture.size == (3 * 128 + 2 * 4, 3 * (96 + 18))
     printed = capsys.readouterr().out
     assert ", ".join(f"{a:.0f}" for a in angles[3]) in printed and str(out) in printed
+
+
+def test_attention_added_at_a_level_keeps_the_model_and_can_learn(tmp_path, monkeypatch):
+    """bench/add_attention_level.py on the shipped model: the copy has attention at half resolution, edits a
+    frame as the original does (its new blocks' output starts at zero) and those blocks get gradients."""
+    import pathlib
+
+    import numpy as np
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[2] / "bench"))
+    import add_attention_level
+
+    from fairy.loading import load_pipeline
+    from fairy.model_info import shipped_model_path
+
+    out = tmp_path / "widened"
+    add_attention_level.main([str(shipped_model_path()), str(out), "--levels", "1"])
+    unet = UNet2DConditionModel.from_pretrained(out / "unet")
+    assert unet.config.down_block_types[1] == "CrossAttnDownBlock2D" and unet.config.up_block_types[2] == "CrossAttnUpBlock2D"
+    clip = np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    edits = [np.asarray(load_pipeline(m, device="cpu")(clip, "make it night", steps=2, anchors=2, seed=0, noise="per_frame", output_type="uint8").frames, dtype=np.int16)
+             for m in (str(shipped_model_path()), str(out))]  # fmt: skip
+    assert np.abs(edits[0] - edits[1]).max() <= 1  # uint8 frames: at most a rounding apart
+    sample = torch.randn(1, 6, 48, 64)
+    unet(sample, torch.tensor([500]), torch.randn(1, 40, 64)).sample.square().mean().backward()
+    new = [p for n, p in unet.named_parameters() if n.startswith("down_blocks.1.attentions.")]
+    assert new and all(p.grad is not None for p in new) and any(p.grad.abs().sum() > 0 for p in new)
+    with pytest.raises(SystemExit):  # the output exists: refused, nothing changed
+        add_attention_level.main([str(shipped_model_path()), str(out)])
