@@ -93,6 +93,9 @@ def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
     small.add_argument("--seed", type=int, default=0,
                        help="the recipe's seed (default 0: the shipped weights; another seed is a replicate run, e.g. to "
                             "measure run-to-run spread)")
+    small.add_argument("--anchored-steps", type=int, metavar="N",
+                       help="steps of each anchored-training stage (default: the shipped recipe's; another value is a "
+                            "variant of the recipe, recorded in the work folder)")
     return parser
 
 
@@ -178,10 +181,16 @@ def run_train(args) -> int:
 def run_train_small(args) -> int:
     import dataclasses
 
+    from .errors import InvalidInputError
     from .training.recipe import SHIPPED_RECIPE, run_recipe
 
     work_dir = args.work_dir or args.output.with_name(args.output.name + "-work")
-    scores = run_recipe(args.output, work_dir, dataclasses.replace(SHIPPED_RECIPE, seed=args.seed))
+    recipe = dataclasses.replace(SHIPPED_RECIPE, seed=args.seed)
+    if args.anchored_steps is not None:
+        if args.anchored_steps < 1:
+            raise InvalidInputError(f"--anchored-steps must be at least 1, got {args.anchored_steps}")
+        recipe = dataclasses.replace(recipe, anchored_steps=args.anchored_steps)
+    scores = run_recipe(args.output, work_dir, recipe)
     passing = [name for name, s in scores["edits"].items() if s["passes"]]
     print(f"edits that pass on the held-out photographs: {', '.join(passing) or 'none'}", file=sys.stderr)
     return 0

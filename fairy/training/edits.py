@@ -96,8 +96,16 @@ def _posterize(image, rng=None):
     return np.round(np.clip(image, 0.0, 1.0) * 2.0) / 2.0
 
 
-def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
-    """Rotate the hue of ``image`` by ``degrees`` (YIQ chroma rotation), clipped to [0, 1]."""
+def rotate_hue(image: np.ndarray, degrees: float | np.ndarray) -> np.ndarray:
+    """Rotate the hue of ``image`` by ``degrees`` (YIQ chroma rotation), clipped to [0, 1].
+
+    ``degrees``: one angle, or one per pixel (an ``H x W`` array).
+    """
+    if np.ndim(degrees) > 0:
+        yiq = image.astype(np.float32) @ _RGB_TO_YIQ.T
+        turn = np.exp(1j * np.deg2rad(np.asarray(degrees, dtype=np.float32))) * (yiq[..., 1] + 1j * yiq[..., 2])
+        rotated = np.stack([yiq[..., 0], turn.real, turn.imag], axis=-1).astype(np.float32)
+        return np.clip(rotated @ _YIQ_TO_RGB.T, 0.0, 1.0)
     theta = np.deg2rad(degrees)
     c, s = np.cos(theta), np.sin(theta)
     rotation = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float32)

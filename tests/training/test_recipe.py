@@ -55,6 +55,22 @@ def test_train_small_seed_refuses_a_work_folder_of_another_seed(tmp_path, capsys
     assert sorted(p.name for p in legacy.iterdir()) == ["init"]
 
 
+def test_train_small_anchored_steps_is_checked_first_and_recorded_as_a_variant(tmp_path, capsys):
+    from fairy.training.recipe import SHIPPED_RECIPE
+
+    # A bad value is refused before the first stage (which takes half an hour), writing nothing.
+    assert main(["train-small", "-o", str(tmp_path / "small"), "--work-dir", str(tmp_path / "w0"), "--anchored-steps", "0"]) == 2
+    assert "--anchored-steps must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "w0").exists() and not (tmp_path / "small").exists()
+    # Another value is another recipe: the shipped recipe's stages are not resumed with it.
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "recipe.json").write_text(json.dumps(dataclasses.asdict(SHIPPED_RECIPE)))
+    assert main(["train-small", "-o", str(tmp_path / "small"), "--work-dir", str(work), "--anchored-steps", "800"]) == 2
+    assert f"anchored_steps {SHIPPED_RECIPE.anchored_steps} there, 800 now" in capsys.readouterr().err
+    assert sorted(p.name for p in work.iterdir()) == ["recipe.json"] and not (tmp_path / "small").exists()
+
+
 def test_train_small_refuses_an_existing_output(tmp_path, capsys):
     (tmp_path / "small").mkdir()
     assert main(["train-small", "-o", str(tmp_path / "small")]) == 2
@@ -156,3 +172,38 @@ def test_attention_added_at_a_level_keeps_the_model_and_can_learn(tmp_path, monk
     assert new and all(p.grad is not None for p in new) and any(p.grad.abs().sum() > 0 for p in new)
     with pytest.raises(SystemExit):  # the output exists: refused, nothing changed
         add_attention_level.main([str(shipped_model_path()), str(out)])
+
+
+def test_the_patchwork_experiment_draws_a_hue_answer_that_varies_across_the_picture(monkeypatch):
+    """bench/train_patchwork.py: its edit turns the hue by different angles in different regions (one field a
+    pair, fixed to the picture), and while installed builtin:procedural draws it among the ambiguous edits."""
+    import pathlib
+
+    import numpy as np
+
+    from fairy.training import data, edits
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[2] / "bench"))
+    monkeypatch.setattr(edits, "EDITS", edits.EDITS)  # install() extends these for its process: undo it after
+    monkeypatch.setattr(data, "open_dataset", data.open_dataset)
+    import train_patchwork
+
+    rng = np.random.default_rng(0)
+    scene = data.random_scene(96, rng)
+    field = train_patchwork.patchwork_angles(96, 96, np.random.default_rng(1))
+    edited = train_patchwork.PATCHWORK.apply(scene, np.random.default_rng(1))
+    np.testing.assert_allclose(edited, edits.rotate_hue(scene, field), atol=1e-6)
+    assert field.max() - field.min() > 30  # the answer varies across the picture
+    # Each region took its own angle: fitted where the field is lowest and highest, they differ as the field does.
+    low, high = np.unravel_index(field.argmin(), field.shape), np.unravel_index(field.argmax(), field.shape)
+    fitted = [edits.hue_rotation_angle(scene[max(0, y - 4) : y + 4, max(0, x - 4) : x + 4], edited[max(0, y - 4) : y + 4, max(0, x - 4) : x + 4])
+              for y, x in (low, high)]  # fmt: skip
+    assert abs(((fitted[1] - fitted[0]) - (field[high] - field[low]) + 180) % 360 - 180) < 10
+    # A uniform field is the palette's rotation.
+    np.testing.assert_allclose(edits.rotate_hue(scene, np.full((96, 96), 100.0)), edits.rotate_hue(scene, 100.0), atol=1e-6)
+
+    train_patchwork.install()
+    assert edits.edit_by_name("patchwork") is train_patchwork.PATCHWORK
+    examples = data.open_dataset("builtin:procedural", size=32, seed=0, ambiguous_share=1.0)
+    drawn = {examples[i][2] for i in range(24)}
+    assert drawn & set(train_patchwork.PATCHWORK.instructions) and drawn & set(edits.edit_by_name("palette").instructions)
