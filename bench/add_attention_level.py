@@ -21,6 +21,7 @@ import pathlib
 import shutil
 
 import torch
+from fairy_proto.files import atomic_path
 
 
 def with_attention_at(unet, levels: list[int]):
@@ -59,11 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.output} exists; give a new folder")
     widened = with_attention_at(UNet2DConditionModel.from_pretrained(args.model / "unet"),
                                 [int(level) for level in args.levels.split(",")])  # fmt: skip
-    partial = args.output.with_name(args.output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(args.model, partial, ignore=shutil.ignore_patterns("unet"))
-    widened.save_pretrained(partial / "unet")
-    partial.rename(args.output)
+    with atomic_path(args.output) as partial:  # renamed onto OUTPUT when complete, removed if anything fails
+        shutil.copytree(args.model, partial, ignore=shutil.ignore_patterns("unet"))
+        widened.save_pretrained(partial / "unet")
     print(f"wrote {args.output}: attention added at levels {args.levels} "
           f"({sum(p.numel() for p in widened.parameters()) / 1e6:.2f}M parameters)")
 

@@ -101,6 +101,7 @@ def rotate_hue(image: np.ndarray, degrees: float | np.ndarray) -> np.ndarray:
 
     ``degrees``: one angle, or one per pixel (an ``H x W`` array).
     """
+    # One angle stays a 3x3 matrix product: the recipe's training data are made with it, bit for bit.
     if np.ndim(degrees) > 0:
         yiq = image.astype(np.float32) @ _RGB_TO_YIQ.T
         turn = np.exp(1j * np.deg2rad(np.asarray(degrees, dtype=np.float32))) * (yiq[..., 1] + 1j * yiq[..., 2])
